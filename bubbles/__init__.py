@@ -1,0 +1,18 @@
+"""The stimulus side of the bubbles toolkit: mask specs, sampling, rendering, stimuli.
+
+Everything that decides what an observer (a person, a voxel, a network unit) sees on a
+trial. No psychopy or torch here.
+"""
+
+from .compose import apply_bubbles, bubble_stimuli, compose_multiscale, laplacian_bands
+from .masks import (center_maps, occlusion_masks, occlusion_positions, render_masks,
+                    rise_masks, sample_centers, trial_rng)
+from .spec import BubbleSpec, fwhm_to_sigma, sigma_to_fwhm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BubbleSpec", "sample_centers", "render_masks", "center_maps", "occlusion_masks",
+    "occlusion_positions", "rise_masks", "trial_rng", "apply_bubbles", "bubble_stimuli",
+    "compose_multiscale", "laplacian_bands", "fwhm_to_sigma", "sigma_to_fwhm",
+]
