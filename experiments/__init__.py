@@ -1,0 +1,20 @@
+"""PsychoPy bubbles sessions: window, QUEST, responders and crash-safe data files.
+
+``bubbles run`` (:func:`experiments.cli.run`) shows bubbled faces, records expression
+judgments, adapts the number of bubbles with QUEST and writes every trial to disk as
+it ends. The same session runs with a person at the keyboard or with a simulated
+observer (``--simulate template|scripted|model``).
+
+Modules, one topic each:
+
+- :mod:`experiments.config` — the TOML configuration, validated key by key;
+- :mod:`experiments.trials` — trial plan, key counterbalancing, stimulus building;
+- :mod:`experiments.responders` — who answers: keyboard, scripted, template, model;
+- :mod:`experiments.presenter` — what draws: a PsychoPy window (or headless);
+- :mod:`experiments.session` — the session flow and QUEST;
+- :mod:`experiments.datafile` — CSV / centres / sidecar / BIDS files and resume repair;
+- :mod:`experiments.cli` — the command line.
+
+PsychoPy is imported only inside functions, when a session starts, so importing this
+package (and reading its files) works without it.
+"""

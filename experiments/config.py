@@ -1,0 +1,331 @@
+"""Session configuration: a TOML file, validated key by key, with command-line overrides.
+
+The default configuration is ``experiments/expression_task.toml``; it is also the list
+of every key a configuration may set. A user file only needs the keys it changes: it is
+merged over the defaults, unknown keys are rejected (a typo must not be ignored), and
+every value is checked against its expected type and range. Errors name the key, the
+value given and what was expected::
+
+    ConfigError: config key 'quest.pThreshold' must be a number in (0, 1), got 1.5
+
+Examples
+--------
+>>> from experiments.config import load_config
+>>> cfg = load_config(overrides={"trials.main": 40})
+>>> cfg["trials"]["main"], cfg["quest"]["pThreshold"]
+(40, 0.75)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from pathlib import Path
+
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config",
+           "default_config", "n_choices"]
+
+#: Path of the default configuration (the expression task).
+DEFAULT_CONFIG = Path(__file__).with_name("expression_task.toml")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _fail(key, expected, value):
+    raise ConfigError(f"config key '{key}' must be {expected}, got {value!r}")
+
+
+# -- value checkers: (key, value) -> normalised value ----------------------------------
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _string(key, v):
+    if not isinstance(v, str) or not v.strip():
+        _fail(key, "a non-empty string", v)
+    return v
+
+
+def _text(key, v):
+    if not isinstance(v, str):
+        _fail(key, "a string", v)
+    return v
+
+
+def _boolean(key, v):
+    if not isinstance(v, bool):
+        _fail(key, "true or false", v)
+    return v
+
+
+def _int(lo, hi=None):
+    def check(key, v):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None
+                                                                     and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            _fail(key, f"an integer {rng}", v)
+        return v
+    return check
+
+
+def _number(lo=None, hi=None, *, open_lo=False, open_hi=False):
+    def check(key, v):
+        ok = _is_num(v)
+        if ok and lo is not None:
+            ok = v > lo if open_lo else v >= lo
+        if ok and hi is not None:
+            ok = v < hi if open_hi else v <= hi
+        if not ok:
+            if lo is not None and hi is not None:
+                rng = f" in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
+            elif lo is not None:
+                rng = f" {'>' if open_lo else '>='} {lo}"
+            else:
+                rng = ""
+            _fail(key, f"a number{rng}", v)
+        return float(v)
+    return check
+
+
+def _choice(*allowed):
+    def check(key, v):
+        if v not in allowed:
+            _fail(key, f"one of {list(allowed)}", v)
+        return v
+    return check
+
+
+def _key_list(key, v):
+    if (not isinstance(v, list) or len(v) < 2
+            or not all(isinstance(k, str) and k.strip() for k in v)):
+        _fail(key, "a list of at least 2 key names (strings)", v)
+    if len(set(v)) != len(v):
+        _fail(key, "a list of distinct key names", v)
+    return list(v)
+
+
+def _str_list(key, v):
+    if not isinstance(v, list) or not all(isinstance(k, str) and k for k in v):
+        _fail(key, "a list of strings ([] for all)", v)
+    if len(set(v)) != len(v):
+        _fail(key, "a list of distinct strings", v)
+    return list(v)
+
+
+def _win_size(key, v):
+    if (not isinstance(v, list) or len(v) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 16
+                       for x in v)):
+        _fail(key, "[width, height] in pixels, two integers >= 16", v)
+    return list(v)
+
+
+def _sigma(key, v):
+    if _is_num(v) and v > 0:
+        return float(v)
+    if isinstance(v, list) and v and all(_is_num(x) and x > 0 for x in v):
+        return [float(x) for x in v]
+    _fail(key, "a number > 0 (pixels) or a list of them, one per band", v)
+
+
+def _bubble_count(key, v):
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return v
+    if (isinstance(v, list) and v
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)):
+        return list(v)
+    _fail(key, "an integer >= 1 or a list of integers >= 0, one per band", v)
+
+
+def _background(key, v):
+    if v in ("mean", "noise") or (_is_num(v) and 0 <= v <= 1):
+        return v
+    _fail(key, "'mean', 'noise' or a grey level in [0, 1]", v)
+
+
+SCHEMA = {
+    "expName": _string,
+    "seed": _int(0, 2 ** 32 - 1),
+    "stimuli.source": _string,
+    "stimuli.n_identities": _int(1),
+    "stimuli.size": _int(16, 4096),
+    "stimuli.expressions": _str_list,
+    "responses.keys": _key_list,
+    "responses.counterbalance": _boolean,
+    "responses.continue_key": _string,
+    "responses.quit_key": _string,
+    "bubbles.sigma": _sigma,
+    "bubbles.n_bubbles": _bubble_count,
+    "bubbles.bands": _int(0, 8),
+    "bubbles.aperture": _choice("gaussian", "disk", "square"),
+    "bubbles.polarity": _choice("reveal", "occlude"),
+    "bubbles.overlap": _choice("clip", "max"),
+    "bubbles.background": _background,
+    "trials.practice": _int(0),
+    "trials.practice_bubbles": _int(0),
+    "trials.main": _int(0),
+    "trials.break_every": _int(0),
+    "trials.feedback_practice": _boolean,
+    "trials.feedback_main": _boolean,
+    "trials.feedback_frames": _int(0),
+    "timing.fixation_frames": _int(0),
+    "timing.stimulus_frames": _int(0),
+    "timing.response_timeout": _number(0),
+    "timing.iti_frames": _int(0),
+    "quest.start": _number(0, open_lo=True),
+    "quest.start_sd": _number(0, open_lo=True),
+    "quest.pThreshold": _number(0, 1, open_lo=True, open_hi=True),
+    "quest.gamma": _number(0, 1, open_hi=True),
+    "quest.beta": _number(0, open_lo=True),
+    "quest.delta": _number(0, 0.5, open_hi=True),
+    "quest.grain": _number(0, 1, open_lo=True),
+    "quest.min_bubbles": _int(1),
+    "quest.max_bubbles": _int(1),
+    "window.size": _win_size,
+    "window.fullscreen": _boolean,
+    "window.screen": _int(0),
+    "window.color": _number(0, 1),
+    "window.frame_rate": _number(0),
+    "window.monitor_width_cm": _number(0, open_lo=True),
+    "window.monitor_distance_cm": _number(0, open_lo=True),
+    "window.stimulus_size_deg": _number(0),
+    "text.instructions": _text,
+    "text.practice_done": _text,
+    "text.break_message": _text,
+    "text.end": _text,
+}
+
+
+def _read_toml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+
+
+def default_config():
+    """The default configuration as a nested dict (a fresh copy)."""
+    return _read_toml(DEFAULT_CONFIG)
+
+
+def _merge(base, update, prefix=""):
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            allowed = sorted(k for k in base)
+            where = f"section '{prefix[:-1]}'" if prefix else "the top level"
+            raise ConfigError(f"unknown config key '{dotted}'; keys allowed in {where}: "
+                              f"{allowed}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                _fail(dotted, "a table (section)", value)
+            _merge(base[key], value, dotted + ".")
+        else:
+            base[key] = value
+
+
+def _set_dotted(cfg, dotted, value):
+    parts = dotted.split(".")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(f"unknown config key '{dotted}': "
+                              f"'{'.'.join(parts[:i + 1])}' is not a section")
+        node = node[part]
+    if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+        raise ConfigError(f"unknown config key '{dotted}'")
+    node[parts[-1]] = value
+
+
+def n_choices(cfg):
+    """Number of response alternatives (expressions) a configuration asks for.
+
+    Only known before the stimulus set is loaded when ``stimuli.expressions`` is set;
+    otherwise the number of response keys is an upper bound and None is returned.
+    """
+    exprs = cfg["stimuli"]["expressions"]
+    return len(exprs) if exprs else None
+
+
+def validate_config(cfg):
+    """Check every key of a merged configuration; return a normalised deep copy.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the expected value and the value given.
+    """
+    cfg = copy.deepcopy(cfg)
+    for dotted, check in SCHEMA.items():
+        node = cfg
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"config key '{dotted}' is missing")
+        node[parts[-1]] = check(dotted, node[parts[-1]])
+    q, t = cfg["quest"], cfg["trials"]
+    if q["max_bubbles"] <= q["min_bubbles"]:
+        _fail("quest.max_bubbles", f"greater than quest.min_bubbles "
+              f"({q['min_bubbles']})", q["max_bubbles"])
+    if not q["min_bubbles"] <= q["start"] <= q["max_bubbles"]:
+        _fail("quest.start", f"between quest.min_bubbles and quest.max_bubbles "
+              f"([{q['min_bubbles']}, {q['max_bubbles']}])", q["start"])
+    if t["practice"] + t["main"] < 1:
+        _fail("trials.main", "at least 1 when trials.practice is 0", t["main"])
+    exprs = cfg["stimuli"]["expressions"]
+    keys = cfg["responses"]["keys"]
+    if exprs and len(exprs) > len(keys):
+        _fail("responses.keys", f"at least one key per expression ({len(exprs)}: "
+              f"{exprs})", keys)
+    if exprs and q["gamma"] == 0 and len(exprs) < 2:
+        _fail("stimuli.expressions", "at least 2 labels (a choice task)", exprs)
+    if cfg["responses"]["quit_key"] in keys:
+        _fail("responses.keys", f"keys other than responses.quit_key "
+              f"({cfg['responses']['quit_key']!r})", keys)
+    b = cfg["bubbles"]
+    for name in ("sigma", "n_bubbles"):
+        if isinstance(b[name], list):
+            if b["bands"] == 0 and len(b[name]) != 1:
+                _fail(f"bubbles.{name}", "a single value when bubbles.bands is 0", b[name])
+            if b["bands"] > 0 and len(b[name]) != b["bands"]:
+                _fail(f"bubbles.{name}", f"a scalar or one value per band "
+                      f"({b['bands']})", b[name])
+    return cfg
+
+
+def load_config(path=None, overrides=None):
+    """Load, merge and validate a session configuration.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file; keys it sets replace the defaults of
+        ``experiments/expression_task.toml``. None uses the defaults.
+    overrides : dict, optional
+        Dotted keys to values applied last (the command line uses it):
+        ``{"trials.main": 40, "window.fullscreen": False}``.
+
+    Returns
+    -------
+    dict
+        The nested, validated configuration.
+
+    Raises
+    ------
+    ConfigError
+        An unreadable file, an unknown key or a bad value (the message names the key).
+    """
+    cfg = default_config()
+    if path is not None:
+        _merge(cfg, _read_toml(path))
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(cfg, dotted, value)
+    return validate_config(cfg)

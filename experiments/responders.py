@@ -1,0 +1,373 @@
+"""Responders: who answers a bubbles trial — a person at the keyboard or a simulation.
+
+A session never reads the keyboard itself; it asks a :class:`Responder` for each answer.
+The same session loop (window, timing, QUEST, data files) therefore runs with a person,
+with a scripted list of answers, with the analysis package's template observer, or with
+a network from ``ann_bridge``. Simulated responders set ``needs_frame = True`` and
+receive the frame actually drawn on the screen (read back from the back buffer, grey,
+in [0, 1], in stimulus coordinates) rather than the array the session meant to draw.
+
+``choices`` is always a dict ``label -> key`` in the participant's key mapping:
+iterating it gives the labels, ``choices[label]`` the key that reports the label.
+
+Examples
+--------
+>>> from experiments.responders import ScriptedResponder
+>>> r = ScriptedResponder(["happy", "sad"], rt=0.4)
+>>> r.respond(None, {"happy": "f", "sad": "j"})
+Response(key='f', label='happy', rt=0.4)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Response", "Responder", "KeyboardResponder", "ScriptedResponder",
+           "TemplateResponder", "model_responder", "make_responder"]
+
+
+@dataclass(frozen=True)
+class Response:
+    """One answer.
+
+    Attributes
+    ----------
+    key : str or None
+        The key pressed (the quit key when the participant asked to stop); None when
+        the response window ran out.
+    label : str or None
+        The choice the key stands for; None for a timeout or the quit key.
+    rt : float or None
+        Reaction time in seconds from stimulus onset; None for a timeout.
+    """
+
+    key: str | None
+    label: str | None
+    rt: float | None
+
+
+class Responder:
+    """Base class: answer trials and advance screens.
+
+    Subclasses implement :meth:`respond`; the other methods have working defaults for
+    simulated observers (screens advance at once, nothing asks to quit).
+
+    Attributes
+    ----------
+    needs_frame : bool
+        True if :meth:`respond` needs the drawn frame (the session then reads the back
+        buffer after drawing the stimulus; a person does not need it).
+    quit_key : str
+        The key that ends the session.
+    """
+
+    needs_frame = False
+    quit_key = "escape"
+
+    def arm(self, win=None):
+        """Called just before the stimulus onset flip (start listening, reset clocks)."""
+
+    def respond(self, stimulus, choices, *, clock=None):
+        """Answer one trial.
+
+        Parameters
+        ----------
+        stimulus : ndarray, shape (H, W)
+            Grey frame in [0, 1] as drawn (simulated responders) or as meant to be drawn.
+        choices : dict
+            ``label -> key`` in the participant's mapping.
+        clock : psychopy.core.Clock, optional
+            Reset at stimulus onset; simulated responders may read it for ``rt``.
+
+        Returns
+        -------
+        Response
+        """
+        raise NotImplementedError
+
+    def wait_keys(self, keys, *, clock=None):
+        """Wait on an instruction or break screen for one of ``keys``; return it."""
+        return keys[0]
+
+    def check_quit(self):
+        """True if the participant asked to quit since the last call (polled per frame)."""
+        return False
+
+    def close(self):
+        """Release devices."""
+
+
+def _elapsed(clock):
+    return float(clock.getTime()) if clock is not None else float("nan")
+
+
+def _answer(label, choices, quit_key, rt):
+    """Response for ``label`` (a choice label, the quit key or None)."""
+    if label is None:
+        return Response(None, None, None)
+    if label == quit_key:
+        return Response(quit_key, None, rt)
+    if label not in choices:
+        raise ValueError(f"answer must be one of the choice labels {list(choices)} or "
+                         f"the quit key {quit_key!r}, got {label!r}")
+    return Response(choices[label], label, rt)
+
+
+class ScriptedResponder(Responder):
+    """Answers from a list, or from a function of the trial.
+
+    Parameters
+    ----------
+    answers : sequence or callable
+        A sequence of choice labels (one per trial; the quit key ends the session, None
+        is a timeout), or ``answers(stimulus, choices, n) -> label`` with ``n`` the
+        number of earlier calls.
+    rt : float
+        Reaction time reported, seconds.
+    needs_frame : bool
+        Ask the session for the drawn frame; with ``keep_frames`` they are stored in
+        ``frames`` (for tests of what was drawn).
+    screen_keys : sequence of str, optional
+        Keys returned by successive :meth:`wait_keys` calls (then the first key asked
+        for); use the quit key here to quit on an instruction or break screen.
+    """
+
+    def __init__(self, answers, *, rt=0.5, needs_frame=False, keep_frames=False,
+                 screen_keys=(), quit_key="escape"):
+        if not callable(answers):
+            answers = list(answers)
+        if not (isinstance(rt, (int, float)) and rt >= 0):
+            raise ValueError(f"rt must be a number of seconds >= 0, got {rt!r}")
+        self.answers = answers
+        self.rt = float(rt)
+        self.needs_frame = bool(needs_frame or keep_frames)
+        self.keep_frames = keep_frames
+        self.frames = []
+        self.screen_keys = list(screen_keys)
+        self.quit_key = quit_key
+        self.n_calls = 0
+
+    @classmethod
+    def random(cls, seed=0, **kwargs):
+        """A responder that picks a label uniformly at random (seeded)."""
+        rng = np.random.default_rng(seed)
+        return cls(lambda stimulus, choices, n: list(choices)[rng.integers(len(choices))],
+                   **kwargs)
+
+    def respond(self, stimulus, choices, *, clock=None):
+        n = self.n_calls
+        self.n_calls += 1
+        if self.keep_frames:
+            self.frames.append(np.array(stimulus, copy=True))
+        if callable(self.answers):
+            label = self.answers(stimulus, choices, n)
+        elif n < len(self.answers):
+            label = self.answers[n]
+        else:
+            raise RuntimeError(f"ScriptedResponder ran out of answers after {n} trials; "
+                               "give one answer per trial or a callable")
+        return _answer(label, choices, self.quit_key, self.rt)
+
+    def wait_keys(self, keys, *, clock=None):
+        if self.screen_keys:
+            return self.screen_keys.pop(0)
+        return keys[0]
+
+
+class TemplateResponder(Responder):
+    """A simulated observer that matches the drawn frame against templates.
+
+    Wraps an object with ``decide(stimulus, background=...) -> label`` such as
+    :class:`analysis.simulate.TemplateObserver`.
+
+    Parameters
+    ----------
+    observer : object
+        Has ``decide(stimulus, background=0.5)`` returning one of the choice labels.
+    background : float
+        Grey level of the hidden parts of the stimulus, passed to ``decide``.
+    rt : float or None
+        Reaction time to report; None reports the time since onset from the clock.
+    """
+
+    needs_frame = True
+
+    def __init__(self, observer, *, background=0.5, rt=None):
+        if not callable(getattr(observer, "decide", None)):
+            raise ValueError("observer must have a decide(stimulus, background=...) "
+                             f"method, got {type(observer).__name__}")
+        self.observer = observer
+        self.background = float(background)
+        self.rt = rt
+
+    @classmethod
+    def from_stimuli(cls, stimuli, labels, *, background=0.5, internal_noise=None,
+                     seed=0, rt=None):
+        """Template observer whose template per label is the mean image of that label.
+
+        Parameters
+        ----------
+        stimuli : bubbles.stimuli.StimulusSet
+        labels : sequence of str
+            Expression labels the observer chooses among.
+        internal_noise : float, optional
+            Passed to ``TemplateObserver`` (its default when None).
+
+        The template of a label is its mean image minus the mean over labels (the part
+        that tells the labels apart).
+        """
+        try:
+            from analysis.simulate import TemplateObserver
+        except ImportError as err:
+            raise RuntimeError("--simulate template needs analysis.simulate."
+                               f"TemplateObserver, which could not be imported: {err}"
+                               ) from err
+        expr = stimuli.table["expression"].to_numpy()
+        means = {}
+        for label in labels:
+            sel = expr == label
+            if not sel.any():
+                raise ValueError(f"labels must be expressions of the stimulus set "
+                                 f"{stimuli.expressions}, got {label!r}")
+            means[label] = stimuli.images[sel].mean(axis=0, dtype=np.float64)
+        grand = np.mean(list(means.values()), axis=0)
+        templates = {label: m - grand for label, m in means.items()}
+        kwargs = {"seed": seed}
+        if internal_noise is not None:
+            kwargs["internal_noise"] = internal_noise
+        return cls(TemplateObserver(templates, **kwargs), background=background, rt=rt)
+
+    def respond(self, stimulus, choices, *, clock=None):
+        label = self.observer.decide(stimulus, background=self.background)
+        rt = self.rt if self.rt is not None else _elapsed(clock)
+        return _answer(label, choices, self.quit_key, rt)
+
+
+def model_responder(stimuli, labels, *, seed=0, **kwargs):
+    """The network observer of ``ann_bridge`` as a responder (``--simulate model``).
+
+    Imports ``ann_bridge.observer.NetworkObserver`` lazily, so that sessions run without
+    torch. Uses ``NetworkObserver.from_stimuli(stimuli, labels, seed=seed, **kwargs)``
+    when the class defines it, else ``NetworkObserver(**kwargs)``.
+
+    Raises
+    ------
+    RuntimeError
+        torch is not installed, or ann_bridge has no network observer.
+    """
+    if importlib.util.find_spec("torch") is None:
+        raise RuntimeError("--simulate model needs torch, which is not installed; "
+                           "install the 'ann' extra: pip install 'bubbles-toolkit[ann]'")
+    try:
+        from ann_bridge.observer import NetworkObserver
+    except ImportError as err:
+        raise RuntimeError("--simulate model needs ann_bridge.observer.NetworkObserver, "
+                           f"which could not be imported: {err}") from err
+    try:
+        if hasattr(NetworkObserver, "from_stimuli"):
+            return NetworkObserver.from_stimuli(stimuli, labels, seed=seed, **kwargs)
+        return NetworkObserver(**kwargs)
+    except Exception as err:
+        raise RuntimeError(f"--simulate model could not create the network observer: "
+                           f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+
+
+class KeyboardResponder(Responder):
+    """A person at the keyboard (``psychopy.hardware.keyboard``).
+
+    Uses PsychoPy's default backend (psychtoolbox when libjack is installed, with
+    sub-millisecond key timestamps). Keys pressed while the stimulus is on are kept in
+    the device buffer, so reaction times count from the onset flip even when the
+    stimulus is shown for a fixed number of frames. ``backend='event'`` is refused: in
+    PsychoPy 2026.2.5 it returns malformed or no keys.
+
+    Parameters
+    ----------
+    timeout : float or None
+        Seconds from onset before a trial counts as no response; None waits forever.
+    quit_key : str
+    """
+
+    def __init__(self, *, timeout=None, quit_key="escape", backend=None):
+        if backend == "event":
+            raise ValueError("backend must be None, 'ptb' or 'iohub'; 'event' returns "
+                             "malformed keys in PsychoPy 2026.2.5")
+        from psychopy.hardware import keyboard
+
+        self.kb = keyboard.Keyboard(backend=backend) if backend else keyboard.Keyboard()
+        self.timeout = timeout if timeout else None
+        self.quit_key = quit_key
+
+    def arm(self, win=None):
+        self.kb.clearEvents()
+        if win is not None:
+            win.callOnFlip(self.kb.clock.reset)
+        else:
+            self.kb.clock.reset()
+
+    def respond(self, stimulus, choices, *, clock=None):
+        import time
+
+        from psychopy import clock as ppclock
+
+        by_key = {key: label for label, key in choices.items()}
+        wanted = [*by_key, self.quit_key]
+        pump = getattr(ppclock, "_dispatchWindowEvents", lambda: None)
+        # Own polling loop, not Keyboard.waitKeys: waitKeys clears the buffer first and
+        # would drop a key pressed while a fixed-duration stimulus was on. waitRelease=
+        # True: with psychtoolbox, a key pressed *and released* before the poll is
+        # skipped by waitRelease=False in PsychoPy 2026.2.5. rt counts from the press.
+        while True:
+            keys = self.kb.getKeys(keyList=wanted, waitRelease=True, clear=True)
+            if keys:
+                break
+            if self.timeout is not None and self.kb.clock.getTime() >= self.timeout:
+                return Response(None, None, None)
+            pump()
+            time.sleep(0.0005)
+        key = keys[0]
+        if key.name == self.quit_key:
+            return Response(self.quit_key, None, float(key.rt))
+        return Response(key.name, by_key[key.name], float(key.rt))
+
+    def wait_keys(self, keys, *, clock=None):
+        self.kb.clearEvents()
+        got = self.kb.waitKeys(keyList=list(keys), waitRelease=True)
+        return got[0].name
+
+    def check_quit(self):
+        # held down (no release yet) or already released since the last poll
+        return any(self.kb.getKeys(keyList=[self.quit_key], waitRelease=release,
+                                   clear=False) for release in (False, True))
+
+
+def make_responder(kind, *, stimuli, labels, cfg, seed=0):
+    """Responder for ``--simulate kind`` (None: the keyboard).
+
+    Parameters
+    ----------
+    kind : {None, 'template', 'scripted', 'model'}
+    stimuli : StimulusSet
+    labels : sequence of str
+        The choice labels of the session.
+    cfg : dict
+        The validated configuration (timeout, quit key, background).
+    """
+    quit_key = cfg["responses"]["quit_key"]
+    if kind is None:
+        return KeyboardResponder(timeout=cfg["timing"]["response_timeout"] or None,
+                                 quit_key=quit_key)
+    if kind == "scripted":
+        return ScriptedResponder.random(seed, quit_key=quit_key)
+    if kind == "template":
+        bg = cfg["bubbles"]["background"]
+        if isinstance(bg, str):  # 'mean' or 'noise': hidden parts sit near the mean grey
+            bg = float(np.mean(stimuli.images))
+        return TemplateResponder.from_stimuli(stimuli, labels, background=bg, seed=seed)
+    if kind == "model":
+        return model_responder(stimuli, labels, seed=seed)
+    raise ValueError(f"simulate must be one of ['template', 'scripted', 'model'], "
+                     f"got {kind!r}")

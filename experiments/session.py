@@ -1,0 +1,442 @@
+"""The bubbles session: instructions, practice, a QUEST-run main block, breaks, end.
+
+One loop serves every observer: the responder (keyboard, scripted, template, network)
+answers, the presenter (a PsychoPy window, or headless for long simulations) draws.
+Each trial runs
+
+1. inter-trial interval: one blank frame, then the stimulus is built (masks +
+   composition, multi-scale included) and uploaded as a texture, then the remaining
+   blank frames;
+2. fixation frames;
+3. the stimulus, for a fixed number of frames or until the response, with the frame
+   intervals recorded and the dropped frames counted;
+4. the response; QUEST is updated with the number of bubbles actually shown (main block
+   only); feedback if configured;
+5. the trial's centres and CSV row are appended and fsynced.
+
+QUEST (``psychopy.data.QuestHandler``) works on log10(number of bubbles) with the
+configured pThreshold (0.75), gamma (1 / number of choices unless set), beta, delta and
+grain, bounded by ``quest.min_bubbles`` and ``quest.max_bubbles`` (Gosselin & Schyns,
+2001; Watson & Pelli, 1983). Escape at any time stops the session: everything is saved,
+the BIDS copy written and a message shown; nothing calls ``core.quit()``.
+
+References
+----------
+Gosselin, F. & Schyns, P. G. (2001). Vision Research 41, 2261-2271.
+:doi:`10.1016/S0042-6989(01)00097-9`
+Watson, A. B. & Pelli, D. G. (1983). QUEST: a Bayesian adaptive psychometric method.
+Perception & Psychophysics 33, 113-120. :doi:`10.3758/BF03202828`
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import datafile, trials
+from .config import validate_config
+from .presenter import HeadlessPresenter, WindowPresenter
+from .responders import make_responder
+
+__all__ = ["SessionResult", "Session", "make_quest", "run_session"]
+
+
+class _Quit(Exception):
+    """The responder asked to stop (escape)."""
+
+
+@dataclass
+class SessionResult:
+    """How a session ended and where its files are."""
+
+    stem: Path
+    n_trials: int
+    completed: bool
+    escaped: bool
+    files: dict = field(default_factory=dict)
+    message: str = ""
+
+
+def make_quest(cfg, n_choices, n_trials):
+    """``psychopy.data.QuestHandler`` on log10(n_bubbles) for a configuration."""
+    from psychopy import data
+
+    q = cfg["quest"]
+    gamma = q["gamma"] or 1.0 / n_choices
+    return data.QuestHandler(
+        math.log10(q["start"]), q["start_sd"], pThreshold=q["pThreshold"], gamma=gamma,
+        beta=q["beta"], delta=q["delta"], grain=q["grain"], nTrials=max(1, n_trials),
+        minVal=math.log10(q["min_bubbles"]), maxVal=math.log10(q["max_bubbles"]),
+        autoLog=False)
+
+
+def _versions():
+    import bubbles
+
+    out = {"python": platform.python_version(), "numpy": np.__version__,
+           "bubbles": getattr(bubbles, "__version__", "unknown")}
+    try:
+        import psychopy
+        out["psychopy"] = psychopy.__version__
+    except ImportError:  # pragma: no cover
+        out["psychopy"] = None
+    return out
+
+
+class Session:
+    """One participant's bubbles session (new, or resumed from its files).
+
+    Parameters
+    ----------
+    cfg : dict
+        Validated configuration (:func:`experiments.config.load_config`).
+    participant : str
+        Participant id (letters, digits, '_', '-', '.').
+    session : int
+        Session number.
+    data_dir : str or Path
+        Folder for the session files (and the BIDS copy under it).
+    simulate : {None, 'template', 'scripted', 'model'}
+        Who answers (None: the keyboard); ignored when ``responder`` is given.
+    responder : Responder, optional
+    presenter : {'window', 'headless'}
+        'headless' draws nothing: the same loop for fast simulations only.
+    pilot : bool
+        Force a window instead of full screen.
+    stimuli : StimulusSet, optional
+        Overrides the configured stimulus source.
+    resume : str or Path, optional
+        A file (or stem) of an interrupted session to continue; ``cfg``,
+        ``participant`` and ``session`` are then read from its sidecar.
+    """
+
+    def __init__(self, cfg=None, participant=None, *, session=1, data_dir="data",
+                 simulate=None, responder=None, presenter="window", pilot=False,
+                 stimuli=None, resume=None):
+        self.state = None
+        if resume is not None:
+            self.state = datafile.open_for_resume(resume)
+            meta = self.state.meta
+            cfg, participant, session = meta["config"], meta["participant"], meta["session"]
+            data_dir = self.state.stem.parent
+        if cfg is None or participant is None:
+            raise ValueError("cfg and participant are required unless resume is given")
+        self.cfg = validate_config(cfg)
+        self.participant = datafile.validate_participant(participant)
+        if isinstance(session, bool) or not isinstance(session, int) or session < 0:
+            raise ValueError(f"session must be an integer >= 0, got {session!r}")
+        self.session = session
+        self.data_dir = Path(data_dir)
+        self.simulate, self.pilot = simulate, pilot
+        self._responder, self._presenter_kind = responder, presenter
+        if stimuli is None:
+            self.stimuli, self.labels = trials.load_stimuli(self.cfg)
+        else:
+            self.stimuli = stimuli
+            self.labels = tuple(self.cfg["stimuli"]["expressions"]) or stimuli.expressions
+        self.spec = trials.spec_from_config(self.cfg, self.stimuli.shape)
+        seed = self.cfg["seed"]
+        self.order_seed, self.mask_seed = trials.session_seeds(seed, self.participant,
+                                                               session)
+        self.mapping, self.mapping_index = trials.key_mapping(
+            self.labels, self.cfg["responses"]["keys"], self.participant, seed,
+            counterbalance=self.cfg["responses"]["counterbalance"])
+        t = self.cfg["trials"]
+        self.n_practice, self.n_main = t["practice"], t["main"]
+        self.plan = trials.trial_plan(self.stimuli, self.labels,
+                                      self.n_practice + self.n_main, self.order_seed)
+        if self.state is not None:
+            self._restore_design(self.state.meta)
+        if self.state is not None and len(self.state.rows) >= len(self.plan):
+            raise ValueError(f"nothing to resume: {self.state.stem}.csv already has all "
+                             f"{len(self.plan)} trials")
+
+    def _restore_design(self, meta):
+        """On resume, take seeds, key mapping and trial plan from the sidecar (so that a
+        newer toolkit version cannot silently change them half-way)."""
+        try:
+            self.order_seed = int(meta["seeds"]["order_seed"])
+            self.mask_seed = int(meta["seeds"]["mask_seed"])
+            self.mapping = dict(meta["key_mapping"])
+            self.mapping_index = meta.get("key_mapping_index")
+            self.labels = tuple(meta["labels"])
+            self.plan = [self.stimuli.index(sid) for sid in meta["plan"]]
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"cannot resume: the sidecar {self.state.stem}.json lacks "
+                             f"or garbles {err}") from None
+        if self.spec.to_dict() != meta["spec"]:
+            raise ValueError(f"cannot resume: the BubbleSpec rebuilt from the recorded "
+                             f"configuration differs from the one in {self.state.stem}"
+                             f".json")
+
+    # -- setup ---------------------------------------------------------------------
+    def _open_files(self):
+        if self.state is None:
+            self.date = datafile.date_string()
+            stem = datafile.unique_stem(self.data_dir, self.participant,
+                                        self.cfg["expName"], self.date)
+            self.files = datafile.SessionFiles(stem)
+            self.meta = {
+                "format": datafile.SIDECAR_FORMAT, "version": 1, "config": self.cfg,
+                "spec": self.spec.to_dict(), "seed": self.cfg["seed"],
+                "seeds": {"order_seed": self.order_seed, "mask_seed": self.mask_seed},
+                "key_mapping": self.mapping, "key_mapping_index": self.mapping_index,
+                "labels": list(self.labels),
+                "plan": [str(s) for s in self.stimuli.table["stimulus_id"].iloc[self.plan]],
+                "versions": _versions(), "monitor": self.presenter.monitor_info,
+                "expName": self.cfg["expName"], "participant": self.participant,
+                "session": self.session, "date": self.date, "runs": [],
+                "status": "running"}
+            self.files.write_sidecar(self.meta)   # at once: resume needs it
+            self.start = 0
+        else:
+            self.meta = self.state.meta
+            self.date = self.meta["date"]
+            self.files = datafile.SessionFiles(self.state.stem, resume=True)
+            self.start = len(self.state.rows)
+
+    def _open_log(self):
+        from psychopy import logging
+
+        self._logging = logging
+        self.logfile = logging.LogFile(str(self.files.log_path), level=logging.INFO,
+                                       filemode="a")
+        logging.console.setLevel(logging.WARNING)
+        if self.state is not None:
+            logging.exp(f"resuming {self.files.stem.name} at trial {self.start}")
+            for msg in self.state.dropped:
+                logging.warning(f"resume: {msg}")
+        logging.flush()
+
+    def _make_quest(self):
+        self.quest = make_quest(self.cfg, len(self.labels), self.n_main)
+        for row in (self.state.rows if self.state else []):
+            if row["block"] == "main":  # replay: same intensities, same answers
+                next(self.quest)
+                self.quest.addResponse(int(row["correct"]),
+                                       intensity=float(row["quest_intensity"]))
+
+    # -- screens -------------------------------------------------------------------
+    def _screen(self, template, **fields):
+        keys = self.cfg["responses"]
+        mapping = "\n".join(f"{label}: press {key.upper()}"
+                            for label, key in self.mapping.items())
+        text = template.format(mapping=mapping, continue_key=keys["continue_key"].upper(),
+                               **fields)
+        self.presenter.text(text)
+        got = self.responder.wait_keys([keys["continue_key"], keys["quit_key"]])
+        if got == keys["quit_key"]:
+            raise _Quit()
+
+    # -- trials --------------------------------------------------------------------
+    def _n_bubbles(self, block):
+        q = self.cfg["quest"]
+        if block == "practice":
+            n = self.cfg["trials"]["practice_bubbles"] or self.spec.total_bubbles
+            return int(n), None
+        log_n = next(self.quest)
+        n = int(np.clip(round(10 ** log_n), q["min_bubbles"], q["max_bubbles"]))
+        return n, math.log10(n)
+
+    def _trial(self, t, prepared, intensity):
+        cfg, tm = self.cfg, self.cfg["timing"]
+        block = "practice" if t < self.n_practice else "main"
+        stim_row = self.stimuli.table.iloc[prepared.stim_index]
+        if self.presenter.fixation(tm["fixation_frames"], self.responder):
+            raise _Quit()
+        shown = self.presenter.present(tm["stimulus_frames"], self.responder,
+                                       grab=self.responder.needs_frame)
+        seen = shown.frame if shown.frame is not None else prepared.image
+        self.rt_clock.reset()
+        response = self.responder.respond(seen, dict(self.mapping), clock=self.rt_clock)
+        shown = self.presenter.clear(shown)
+        if response.key == cfg["responses"]["quit_key"]:
+            raise _Quit()
+        correct = int(response.label == stim_row["expression"])
+        if block == "main":
+            self.quest.addResponse(correct, intensity=intensity)
+        n = prepared.spec.total_bubbles
+        row = {
+            "participant": self.participant, "session": self.session, "trial": t,
+            "block": block, "stimulus_id": stim_row["stimulus_id"],
+            "identity": stim_row["identity"], "expression": stim_row["expression"],
+            "key": response.key, "response": response.label, "correct": correct,
+            "rt": response.rt, "n_bubbles": n,
+            "quest_intensity": intensity if block == "main" else None,
+            "quest_mean": float(self.quest.mean()) if block == "main" else None,
+            "quest_sd": float(self.quest.sd()) if block == "main" else None,
+            "mask_seed": self.mask_seed, "mask_index": prepared.mask_index,
+            "frames_shown": shown.frames_shown, "dropped_frames": shown.dropped_frames,
+            "onset": round(shown.onset - self.t0, 6),
+            "psychopyVersion": self.psychopy_version,
+            "frameRate": round(self.presenter.frame_rate, 3),
+            "expName": cfg["expName"], "date": self.date}
+        self.files.write_trial(row, {"trial": t, "mask_seed": self.mask_seed,
+                                     "mask_index": prepared.mask_index,
+                                     "centers": prepared.centers_json()})
+        log = self._logging
+        log.data(f"trial {t} {block}: n_bubbles={n} correct={correct} "
+                 f"frames={shown.frames_shown} dropped={shown.dropped_frames} "
+                 f"prep_ms={self._prep_ms:.2f} intervals_ms="
+                 f"{[round(1000 * x, 2) for x in shown.intervals]}")
+        if response.key is None:
+            log.warning(f"trial {t}: no response within the response window")
+        log.flush()
+        feedback = cfg["trials"]["feedback_practice" if block == "practice"
+                                 else "feedback_main"]
+        if feedback and cfg["trials"]["feedback_frames"]:
+            word = "Correct" if correct else ("Too slow" if response.key is None
+                                              else "Wrong")
+            self.presenter.text(word)
+            if self.presenter.blank(cfg["trials"]["feedback_frames"] - 1, self.responder):
+                raise _Quit()
+
+    def _prepare(self, t):
+        """ITI work for trial t: choose n_bubbles, build the stimulus, upload it."""
+        import time
+
+        block = "practice" if t < self.n_practice else "main"
+        n, intensity = self._n_bubbles(block)
+        t0 = time.perf_counter()
+        prepared = self.builder.build(self.plan[t], n, mask_index=t)
+        self.presenter.load(prepared.image)
+        self.prepared = prepared   # the current trial's stimulus (for observers, tests)
+        self._prep_ms = 1000 * (time.perf_counter() - t0)
+        return prepared, intensity
+
+    def _loop(self):
+        cfg, total = self.cfg, self.n_practice + self.n_main
+        text = cfg["text"]
+        if self.start < total:
+            prefix = "" if self.start == 0 else (
+                f"Resuming the session at trial {self.start + 1} of {total}.\n\n")
+            self._screen(prefix + text["instructions"])
+        for t in range(self.start, total):
+            if t == self.n_practice and self.n_practice and t != self.start:
+                self._screen(text["practice_done"])
+            main_done = t - self.n_practice
+            every = cfg["trials"]["break_every"]
+            if main_done > 0 and every and main_done % every == 0 and t != self.start:
+                self._screen(text["break_message"], done=main_done, total=self.n_main)
+            iti = cfg["timing"]["iti_frames"]
+            if self.presenter.blank(min(iti, 1), self.responder):
+                raise _Quit()
+            prepared, intensity = self._prepare(t)
+            if self.presenter.blank(max(iti - 1, 0), self.responder):
+                raise _Quit()
+            self._trial(t, prepared, intensity)
+            self.n_done = t + 1
+
+    # -- the whole session ----------------------------------------------------------
+    def run(self):
+        """Run (or finish) the session; return a :class:`SessionResult`.
+
+        Escape saves and ends cleanly (``escaped=True``); any other error still closes
+        the files and the window before it propagates.
+        """
+        from psychopy import core
+
+        kind = self._presenter_kind
+        cls = {"window": WindowPresenter, "headless": HeadlessPresenter}.get(kind)
+        if cls is None:
+            raise ValueError(f"presenter must be 'window' or 'headless', got {kind!r}")
+        # the responder and the window first: if either cannot start, nothing is written
+        self.responder = self._responder or make_responder(
+            self.simulate, stimuli=self.stimuli, labels=self.labels, cfg=self.cfg,
+            seed=self.cfg["seed"])
+        self.presenter = cls(self.cfg, self.stimuli.shape, pilot=self.pilot)
+        try:
+            self._open_files()
+            self._open_log()
+        except BaseException:
+            if getattr(self, "files", None) is not None:
+                self.files.close()
+            self.presenter.close()
+            raise
+        self._restore_blas = trials.limit_blas_threads(1)
+        self.n_done = self.start
+        self.psychopy_version = _versions()["psychopy"]
+        escaped, status = False, "crashed"
+        self.meta["runs"].append({
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "first_trial": self.start, "simulate": self.simulate,
+            "monitor": self.presenter.monitor_info, "versions": _versions(),
+            "dropped_on_resume": list(self.state.dropped) if self.state else []})
+        try:
+            self._make_quest()
+            self.builder = trials.StimulusBuilder(self.stimuli.images, self.spec,
+                                                  self.mask_seed)
+            self.builder.precompute(sorted(set(self.plan[self.start:])))
+            self.files.write_sidecar(self.meta)
+            self.rt_clock = core.Clock()
+            self.t0 = self.presenter.now()
+            try:
+                self._loop()
+                status = "completed"
+                self._screen(self.cfg["text"]["end"])
+            except _Quit:
+                if status != "completed":
+                    escaped, status = True, "escaped"
+        finally:
+            self._finish(status)
+        total = self.n_practice + self.n_main
+        if escaped:
+            msg = (f"Session stopped by {self.cfg['responses']['quit_key']} after "
+                   f"{self.n_done} of {total} trials; data saved to {self.files.stem}.*"
+                   f" (continue with: bubbles run --resume {self.files.csv_path})")
+        else:
+            msg = f"Session complete: {self.n_done} trials saved to {self.files.stem}.*"
+        print(msg)
+        return SessionResult(self.files.stem, self.n_done, status == "completed", escaped,
+                             dict(self.result_files), msg)
+
+    def _finish(self, status):
+        log = self._logging
+        self.result_files = {"csv": self.files.csv_path,
+                             "centers": self.files.centers_path,
+                             "sidecar": self.files.sidecar_path,
+                             "log": self.files.log_path}
+        try:
+            self.files.close()
+            self.meta["runs"][-1].update(
+                ended=datetime.now().isoformat(timespec="seconds"),
+                last_trial=self.n_done - 1, status=status)
+            self.meta["status"] = status
+            if status in ("completed", "escaped"):
+                tsv, js = datafile.export_bids(self.files.csv_path, self.data_dir,
+                                               self.participant, self.cfg["expName"],
+                                               meta=self.meta)
+                self.result_files.update(bids_tsv=tsv, bids_json=js)
+                self.meta["runs"][-1]["bids"] = [str(tsv), str(js)]
+            self.files.write_sidecar(self.meta)
+            log.exp(f"session {status} after {self.n_done} trials")
+            if status == "crashed":
+                print(f"Session interrupted by an error after {self.n_done} trials; they "
+                      f"are saved in {self.files.stem}.* (continue with: bubbles run "
+                      f"--resume {self.files.csv_path})", file=sys.stderr)
+        finally:
+            if status == "escaped":
+                try:
+                    self.presenter.text(f"Session stopped. Data saved "
+                                        f"({self.n_done} trials).",
+                                        frames=int(round(self.presenter.frame_rate)))
+                except Exception:  # the window may be gone already
+                    pass
+            self.presenter.close()
+            if self._responder is None and getattr(self, "responder", None) is not None:
+                self.responder.close()
+            self._restore_blas()
+            log.flush()
+            log.root.removeTarget(self.logfile)
+            self.logfile.stream.close()
+
+
+def run_session(cfg=None, participant=None, **kwargs):
+    """Run a session with :class:`Session`'s arguments; return its SessionResult."""
+    return Session(cfg, participant, **kwargs).run()

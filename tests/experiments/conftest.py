@@ -1,0 +1,63 @@
+"""Shared fixtures of the experiments tests.
+
+PsychoPy writes ``~/.psychopy3`` and rewrites ``sys.path`` when it is imported: HOME is
+pointed at a temporary folder and PSYCHOPYNOPACKAGES=1 is set before any test imports
+it. Window tests (``@pytest.mark.window``) need an X display; run them under
+``xvfb-run -a -s "-screen 0 1024x768x24"``. Without a display they are skipped.
+"""
+
+import os
+import tempfile
+
+os.environ["PSYCHOPYNOPACKAGES"] = "1"
+if not os.environ.get("BUBBLES_TEST_HOME"):
+    os.environ["BUBBLES_TEST_HOME"] = tempfile.mkdtemp(prefix="bubbles-home-")
+os.environ["HOME"] = os.environ["BUBBLES_TEST_HOME"]
+
+import pytest  # noqa: E402
+
+from experiments.config import load_config  # noqa: E402
+
+#: Fast settings: tiny faces, 1-frame stimuli, no inter-trial interval.
+FAST = {
+    "stimuli.n_identities": 2, "stimuli.size": 64,
+    "bubbles.sigma": 3.0, "bubbles.n_bubbles": 12, "bubbles.bands": 2,
+    "trials.practice": 2, "trials.main": 6, "trials.break_every": 3,
+    "trials.feedback_frames": 1,
+    "timing.fixation_frames": 1, "timing.stimulus_frames": 1, "timing.iti_frames": 0,
+    "quest.start": 12, "quest.max_bubbles": 200,
+    "window.size": [160, 120], "window.fullscreen": False, "window.frame_rate": 60.0,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("DISPLAY"):
+        return
+    skip = pytest.mark.skip(reason="window test needs an X display: run under "
+                                   "xvfb-run -a -s '-screen 0 1024x768x24'")
+    for item in items:
+        if "window" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def fast_cfg():
+    """A validated configuration that runs a 8-trial session in about a second."""
+    return load_config(overrides=FAST)
+
+
+@pytest.fixture
+def make_cfg():
+    """Build a fast configuration with extra dotted-key overrides."""
+    def make(**overrides):
+        merged = dict(FAST)
+        merged.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return load_config(overrides=merged)
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_faces():
+    from bubbles.faces import face_set
+
+    return face_set(2, size=64)

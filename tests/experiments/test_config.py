@@ -1,0 +1,86 @@
+"""Configuration loading and validation: bad values fail naming the key."""
+
+import pytest
+
+from experiments.config import (DEFAULT_CONFIG, ConfigError, default_config, load_config,
+                                validate_config)
+
+
+def test_default_config_loads_and_validates():
+    cfg = load_config()
+    assert cfg["quest"]["pThreshold"] == 0.75
+    assert cfg["quest"]["beta"] == 3.5
+    assert cfg["quest"]["delta"] == 0.01
+    assert cfg["bubbles"]["bands"] == 5
+    assert DEFAULT_CONFIG.name == "expression_task.toml"
+    assert validate_config(default_config()) == cfg
+
+
+def test_user_file_merges_over_defaults(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('expName = "mine"\n[trials]\nmain = 40\n')
+    cfg = load_config(path, {"seed": 7})
+    assert (cfg["expName"], cfg["trials"]["main"], cfg["seed"]) == ("mine", 40, 7)
+    assert cfg["trials"]["practice"] == default_config()["trials"]["practice"]
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"quest.pThreshold": 1.5},
+     r"'quest\.pThreshold' must be a number in \(0, 1\), got 1\.5"),
+    ({"quest.beta": -1}, r"'quest\.beta' must be a number > 0, got -1"),
+    ({"trials.main": -3}, r"'trials\.main' must be an integer >= 0, got -3"),
+    ({"trials.main": 2.5}, r"'trials\.main' must be an integer"),
+    ({"window.size": [800]}, r"'window\.size' must be \[width, height\]"),
+    ({"window.fullscreen": "yes"}, r"'window\.fullscreen' must be true or false"),
+    ({"bubbles.aperture": "star"}, r"'bubbles\.aperture' must be one of \['gaussian'"),
+    ({"bubbles.sigma": 0}, r"'bubbles\.sigma' must be a number > 0"),
+    ({"bubbles.background": "grey"}, r"'bubbles\.background' must be 'mean', 'noise'"),
+    ({"responses.keys": ["f"]}, r"'responses\.keys' must be a list of at least 2 key"),
+    ({"responses.keys": ["f", "f"]}, r"'responses\.keys' must be a list of distinct"),
+    ({"responses.keys": ["f", "escape"]}, r"keys other than responses\.quit_key"),
+    ({"quest.min_bubbles": 50, "quest.max_bubbles": 10},
+     r"'quest\.max_bubbles' must be greater than quest\.min_bubbles"),
+    ({"quest.start": 1000}, r"'quest\.start' must be between quest\.min_bubbles"),
+    ({"trials.practice": 0, "trials.main": 0}, r"'trials\.main' must be at least 1"),
+    ({"stimuli.expressions": ["happy", "sad", "x", "y", "z", "w", "v"]},
+     r"'responses\.keys' must be at least one key per expression"),
+    ({"bubbles.bands": 2, "bubbles.sigma": [1.0, 2.0, 3.0]},
+     r"'bubbles\.sigma' must be a scalar or one value per band \(2\)"),
+    ({"seed": -1}, r"'seed' must be an integer in \[0, "),
+])
+def test_bad_values_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides)
+
+
+def test_unknown_keys_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'trials\.mian'"):
+        load_config(overrides={"trials.mian": 3})
+    path = tmp_path / "typo.toml"
+    path.write_text("[quest]\npthreshold = 0.8\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'quest\.pthreshold'.*"
+                                          r"pThreshold"):
+        load_config(path)
+    path.write_text("[nosuch]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'nosuch'"):
+        load_config(path)
+
+
+def test_unreadable_files_fail_clearly(tmp_path):
+    with pytest.raises(ConfigError, match=r"does not exist"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[quest\nbeta = ")
+    with pytest.raises(ConfigError, match=r"is not valid TOML"):
+        load_config(bad)
+    bad.write_text("quest = 3\n")
+    with pytest.raises(ConfigError, match=r"'quest' must be a table"):
+        load_config(bad)
+
+
+def test_per_band_counts_reach_the_spec(small_faces):
+    from experiments.trials import spec_from_config
+
+    cfg = load_config(overrides={"bubbles.n_bubbles": [3, 0], "bubbles.bands": 2})
+    spec = spec_from_config(cfg, small_faces.shape)
+    assert spec.n_per_band == (3, 0)
