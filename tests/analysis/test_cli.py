@@ -1,0 +1,85 @@
+"""bubbles analyze: session and existing-CI modes, outputs, no silent overwrite."""
+
+import json
+
+import numpy as np
+from numpy.testing import assert_allclose
+
+from analysis.cli import analyze
+from bubbles import BubbleSpec
+
+
+def test_analyze_session_writes_outputs(session_csv, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert analyze([str(session_csv), "--out", str(out), "--quiet"]) == 0
+    with np.load(out / "ci.npz") as data:
+        assert data["z"].shape == (32, 32)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "regression" and summary["n_trials"] == 60
+    assert BubbleSpec.from_dict(summary["spec"]).shape == (32, 32)
+    band = summary["bands"][0]
+    assert band["pixel_test"]["threshold"] > 2 and "min_cluster_size" in band["cluster_test"]
+    assert isinstance(band["cluster_test"]["clusters"], list)
+    assert (out / "ci.png").stat().st_size > 1000
+
+
+def test_analyze_refuses_to_overwrite(session_csv, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert analyze([str(session_csv), "--out", str(out), "--quiet"]) == 0
+    assert analyze([str(session_csv), "--out", str(out), "--quiet"]) == 1
+    assert "ci.npz exists; use --force" in capsys.readouterr().err
+    assert analyze([str(session_csv), "--out", str(out), "--quiet", "--force",
+                    "--method", "median_split", "--response", "rt"]) == 0
+    assert json.loads((out / "summary.json").read_text())["method"] == "median_split"
+
+
+def test_analyze_multiscale_session(tmp_path, make_session):
+    spec = BubbleSpec(shape=(32, 32), sigma=1.5, n_bubbles=12, bands=3)
+    path = make_session(tmp_path, spec, n_trials=30)
+    assert analyze([str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    with np.load(tmp_path / "o" / "ci.npz") as data:
+        assert data["z"].shape == (3, 32, 32)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [b["sigma"] for b in summary["bands"]] == [1.5, 3.0, 6.0]
+
+
+def test_analyze_errors(session_csv, tmp_path, capsys):
+    assert analyze(["--out", str(tmp_path / "x")]) == 2
+    assert "either a SESSION.csv or --ci" in capsys.readouterr().err
+    assert analyze([str(session_csv), "--out", str(tmp_path / "x"),
+                    "--response", "nope", "--quiet"]) == 1
+    assert "response column 'nope' is not in the table" in capsys.readouterr().err
+    assert analyze([str(session_csv), "--out", str(tmp_path / "x"),
+                    "--method", "mean"]) == 2
+    np.save(tmp_path / "z.npy", np.zeros((16, 16)))
+    assert analyze(["--ci", str(tmp_path / "z.npy"), "--out", str(tmp_path / "y")]) == 1
+    assert "--sigma is required" in capsys.readouterr().err
+
+
+def test_analyze_existing_ci_npy(tmp_path):
+    z = np.zeros((64, 64))
+    z[20:40, 20:40] = 4.0
+    np.save(tmp_path / "z.npy", z)
+    out = tmp_path / "o"
+    assert analyze(["--ci", str(tmp_path / "z.npy"), "--sigma", "3", "--out", str(out),
+                    "--quiet"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["zscore"] == "none"
+    assert s["cluster_test"]["clusters"][0]["size"] == 400
+    assert s["cluster_test"]["clusters"][0]["significant"]
+
+
+def test_analyze_stat4ci_gender(stat4ci_dir, tmp_path, capsys):
+    out = tmp_path / "gender"
+    code = analyze(["--ci", str(stat4ci_dir / "GenderFG.tiff"), "--search-region",
+                    str(stat4ci_dir / "facemask.tiff"), "--sigma", "20", "--out",
+                    str(out), "--background", str(stat4ci_dir / "w1H.jpg")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "threshold z = 3.302" in printed and "2 significant cluster(s)" in printed
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_pixels_region"] == 36798
+    assert_allclose(s["pixel_test"]["threshold"], 3.30, atol=5e-3)
+    assert_allclose(s["cluster_test"]["min_cluster_size"], 861.7, rtol=1e-3)
+    sizes = [c["size"] for c in s["cluster_test"]["clusters"] if c["significant"]]
+    assert sizes == [993, 932]

@@ -1,0 +1,149 @@
+"""TrialTable: session files in, centres regenerated and checked, clear errors."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from analysis import TrialTable
+from analysis.trials import session_paths
+from bubbles import BubbleSpec, center_maps, sample_centers
+
+
+def test_read_session_regenerates_centres(session_csv):
+    table = TrialTable.read(session_csv)
+    assert len(table) == 60
+    assert table.spec == BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
+    assert table.sidecar["participant"] == "P01"
+    row = table.data.iloc[17]
+    again = sample_centers(table.spec.replace(n_bubbles=int(row.n_bubbles)),
+                           int(row.mask_seed), [int(row.mask_index)])[0]
+    assert_allclose(table.centers[0][17], again, atol=0)
+    assert [len(c) for c in table.centers[0]] == table.data["n_bubbles"].tolist()
+    assert table.center_maps().shape == (60, 32 * 32)
+    assert set(table.responses("correct")) <= {0.0, 1.0}
+    assert table.responses("rt").dtype == np.float64
+
+
+def test_recorded_and_regenerated_agree(session_csv):
+    a = TrialTable.read(session_csv, centers="recorded")
+    b = TrialTable.read(session_csv, centers="regenerate")
+    for x, y in zip(a.centers[0], b.centers[0]):
+        assert_allclose(x, y, atol=0)
+
+
+def test_multiscale_session(tmp_path, make_session):
+    spec = BubbleSpec(shape=(32, 32), sigma=1.5, n_bubbles=12, bands=3)
+    path = make_session(tmp_path, spec, n_trials=20)
+    table = TrialTable.read(path)
+    assert len(table.centers) == 3
+    maps = table.center_maps()
+    assert len(maps) == 3
+    totals = sum(np.asarray(m.sum(axis=1)).ravel() for m in maps)
+    assert_allclose(totals, table.data["n_bubbles"], atol=0)
+
+
+def test_half_written_last_line_is_ignored_with_warning(session_csv):
+    with open(session_csv, "a") as fh:
+        fh.write("P01,1,60,main,id00_happy,0,happy,f,ha")     # crash mid-write
+    with pytest.warns(UserWarning, match="half-written last line"):
+        table = TrialTable.read(session_csv)
+    assert len(table) == 60
+    centers = session_paths(session_csv)["centers"]
+    with open(centers, "a") as fh:
+        fh.write('{"trial": 60, "mask_seed": 11, "mask_in')
+    with pytest.warns(UserWarning, match="half-written"):
+        assert len(TrialTable.read(session_csv)) == 60
+
+
+def test_recorded_centres_that_disagree_are_an_error(session_csv):
+    path = session_paths(session_csv)["centers"]
+    lines = path.read_text().splitlines()
+    d = json.loads(lines[5])
+    d["centers"][0][0] = [0, 0] if d["centers"][0][0] != [0, 0] else [1, 1]
+    lines[5] = json.dumps(d)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="recorded centres of trial 5 .* differ"):
+        TrialTable.read(session_csv)
+    # the recorded ones can still be used on purpose
+    assert len(TrialTable.read(session_csv, centers="recorded")) == 60
+
+
+def test_missing_files_and_bad_sidecar(session_csv):
+    paths = session_paths(session_csv)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TrialTable.read(paths["csv"].with_name("nope.csv"))
+    paths["centers"].unlink()
+    assert len(TrialTable.read(session_csv)) == 60          # regenerated
+    with pytest.raises(FileNotFoundError, match="centres file"):
+        TrialTable.read(session_csv, centers="recorded")
+    with pytest.raises(ValueError, match="'centers' must be one of"):
+        TrialTable.read(session_csv, centers="guess")
+    side = json.loads(paths["sidecar"].read_text())
+    side["format"] = "psychopy"
+    paths["sidecar"].write_text(json.dumps(side))
+    with pytest.raises(ValueError, match="must have format 'bubbles.session'"):
+        TrialTable.read(session_csv)
+    paths["sidecar"].unlink()
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        TrialTable.read(session_csv)
+
+
+def _rewrite(path, column, row, value):
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(path, index=False)
+
+
+def test_response_errors(session_csv):
+    _rewrite(session_csv, "rt", 4, "")
+    table = TrialTable.read(session_csv)
+    with pytest.raises(ValueError, match=r"'rt' has 1 missing value\(s\) \(first rows \[4\]\)"):
+        table.responses("rt")
+    assert len(table.dropna("rt")) == 59
+    _rewrite(session_csv, "rt", 7, "fast")
+    table = TrialTable.read(session_csv)
+    with pytest.raises(ValueError, match="'rt' must be numeric; non-numeric value"):
+        table.responses("rt")
+    with pytest.raises(ValueError, match="response column 'accuracy' is not in the table"):
+        table.responses("accuracy")
+
+
+def test_bad_seed_columns_and_duplicates(session_csv):
+    _rewrite(session_csv, "trial", 3, "2")
+    with pytest.raises(ValueError, match=r"trial number\(s\) \[2\] appear more than once"):
+        TrialTable.read(session_csv)
+    _rewrite(session_csv, "trial", 3, "3")
+    _rewrite(session_csv, "mask_seed", 9, "x")
+    with pytest.raises(ValueError, match="'mask_seed' must hold integers >= 0"):
+        TrialTable.read(session_csv)
+
+
+def test_stimulus_checks(session_csv):
+    table = TrialTable.read(session_csv)
+    ids = [f"id{i:02d}_happy" for i in range(3)]         # id03 missing
+    stim = SimpleNamespace(images=np.zeros((3, 32, 32), np.float32),
+                           table=pd.DataFrame({"stimulus_id": ids}))
+    with pytest.raises(ValueError, match=r"1 stimulus id\(s\) are not in the stimulus set"):
+        table.check_stimuli(stim)
+    wrong = SimpleNamespace(images=np.zeros((4, 64, 64), np.float32),
+                            table=pd.DataFrame({"stimulus_id": ids + ["id03_happy"]}))
+    with pytest.raises(ValueError, match=r"shape \(64, 64\) but the session spec has shape"):
+        TrialTable.read(session_csv, stimuli=wrong)
+
+
+def test_from_arrays_and_select(small_spec, small_centers):
+    table = TrialTable.from_arrays(small_spec, small_centers,
+                                   correct=np.arange(400) % 2,
+                                   rt=np.linspace(0.3, 1.0, 400))
+    assert list(table.data.columns[:1]) == ["trial"]
+    assert (table.data["n_bubbles"] == 5).all()
+    sub = table.select(table.data["correct"].to_numpy() == 1)
+    assert len(sub) == 200
+    assert_allclose(sub.center_maps().toarray(),
+                    center_maps(small_spec, small_centers[1::2]).toarray())
+    with pytest.raises(ValueError, match="column 'rt' must have one value per trial"):
+        TrialTable.from_arrays(small_spec, small_centers, rt=[1, 2])
