@@ -152,10 +152,37 @@ def _run_session(args, out):
                           "cluster_test": clus[b].to_dict()}
                          for b in range(spec.n_bands)],
                "info": ci.info}
-    bg = _load_background(args.background, spec.shape)
+    bg = (_load_background(args.background, spec.shape) if args.background
+          else _session_background(table))
     _write(out, ci.z, summary, bg, pixs, clus, force=args.force,
            title=f"{Path(args.session).stem}: {args.method}, {ci.n_trials} trials")
     return summary
+
+
+def _session_background(table):
+    """Mean of the stimuli the session showed, rebuilt from its sidecar, or None.
+
+    The embedded faces are rebuilt exactly as ``experiments`` builds them (seed 0); a
+    folder is read again. Anything missing gives None (the figure then has no face).
+    """
+    stim = (table.sidecar or {}).get("config", {}).get("stimuli", {})
+    source = stim.get("source")
+    try:
+        if source == "faces":
+            from bubbles.faces import face_set
+            s = face_set(stim.get("n_identities", 20), seed=0, size=stim.get("size", 256))
+        elif source:
+            from bubbles.stimuli import StimulusSet
+            s = StimulusSet.from_folder(source)
+        else:
+            return None
+    except (OSError, ValueError) as exc:
+        print(f"note: no background for the figure ({exc}); pass --background FILE")
+        return None
+    if "stimulus_id" not in table.data or s.shape != tuple(table.spec.shape):
+        return None
+    shown = s.table["stimulus_id"].isin(set(table.data["stimulus_id"].astype(str)))
+    return s.images[shown.to_numpy()].mean(axis=0) if shown.any() else None
 
 
 def _load_background(path, shape):

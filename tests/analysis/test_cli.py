@@ -83,3 +83,22 @@ def test_analyze_stat4ci_gender(stat4ci_dir, tmp_path, capsys):
     assert_allclose(s["cluster_test"]["min_cluster_size"], 861.7, rtol=1e-3)
     sizes = [c["size"] for c in s["cluster_test"]["clusters"] if c["significant"]]
     assert sizes == [993, 932]
+
+
+def test_session_figure_background_is_the_mean_shown_face():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis.cli import _session_background
+    from bubbles import BubbleSpec, face_set
+
+    faces = face_set(20, seed=0, size=256)
+    ids = list(faces.table["stimulus_id"][:6])
+    table = SimpleNamespace(
+        sidecar={"config": {"stimuli": {"source": "faces", "n_identities": 20, "size": 256}}},
+        data=pd.DataFrame({"stimulus_id": ids * 2}), spec=BubbleSpec(shape=(256, 256)))
+    np.testing.assert_allclose(_session_background(table), faces.images[:6].mean(axis=0),
+                               atol=1e-6)
+    table.sidecar = {}
+    assert _session_background(table) is None
