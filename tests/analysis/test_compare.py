@@ -1,0 +1,166 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from analysis import DiagnosticImage, TrialTable, classification_image
+from analysis.compare import (compare, correlate, figure, load_image, main, noise_ceiling,
+                              spearman_brown)
+from bubbles import BubbleSpec, sample_centers
+
+SPEC = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
+
+
+def _observer(n, seed=4, region=(slice(8, 14), slice(18, 26)), noise=0.5):
+    """Trials whose response depends on how much of a region the bubbles reveal."""
+    c = sample_centers(SPEC, seed, n)
+    rng = np.random.default_rng(seed)
+    rows, cols = c[..., 0], c[..., 1]
+    hit = ((rows >= region[0].start - 2) & (rows < region[0].stop + 2)
+           & (cols >= region[1].start - 2) & (cols < region[1].stop + 2)).sum(axis=1)
+    correct = (hit + noise * rng.normal(size=n) > 0.5).astype(float)
+    return c, correct
+
+
+def _planted_map():
+    m = np.zeros((32, 32))
+    m[8:14, 18:26] = 1.0
+    from scipy.ndimage import gaussian_filter
+    return gaussian_filter(m, 3)
+
+
+def test_correlate_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 20))
+    assert correlate(a, 3 * a - 1) == (1.0, 1.0)
+    assert correlate(a, -a) == (-1.0, -1.0)
+    r, rho = correlate(a, np.exp(a))          # monotone: Spearman 1, Pearson < 1
+    assert rho == 1.0 and r < 1.0
+    stack = np.stack([a, -a, rng.normal(size=(20, 20))])
+    r, rho = correlate(a, stack)
+    assert_allclose(r[:2], [1, -1])
+    region = np.zeros((20, 20), bool)
+    region[:10] = True
+    b = a.copy()
+    b[10:] = rng.normal(size=(10, 20))
+    assert correlate(a, b, region=region)[0] == pytest.approx(1.0)
+    # smoothing alike: both maps get the same filter
+    assert correlate(a, a, sigma=2.0)[0] == pytest.approx(1.0)
+    assert correlate(a, b, sigma=2.0)[0] != correlate(a, b)[0]
+    with pytest.raises(ValueError, match="b must have the shape of a"):
+        correlate(a, np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        correlate(a, a, sigma=-1)
+
+
+def test_spearman_brown():
+    assert spearman_brown(0.5) == pytest.approx(2 / 3)
+    assert spearman_brown(1.0) == 1.0
+
+
+def test_noise_ceiling_grows_with_trials():
+    c, r = _observer(1200)
+    big = noise_ceiling(SPEC, c, r, n_splits=4, seed=0)
+    small = noise_ceiling(SPEC, c[:150], r[:150], n_splits=4, seed=0)
+    assert big["r_sb"] == pytest.approx(spearman_brown(big["r_half"]))
+    assert big["r_sb"] > small["r_sb"] and big["r_sb"] > 0.6
+    with pytest.raises(ValueError, match="at least 4 trials"):
+        noise_ceiling(SPEC, c[:3], r[:3])
+
+
+def test_compare_scores_true_model_above_random():
+    c, r = _observer(800)
+    human = classification_image(SPEC, c, r, progress=False)
+    rng = np.random.default_rng(1)
+    units = np.stack([rng.normal(size=(32, 32)), _planted_map(), -_planted_map()])
+    model = DiagnosticImage(units, "regression", SPEC, 800,
+                            info={"responses_ndim": 2, "targets": ["noise", "good", "bad"]})
+    res = compare(human, model, trials=(SPEC, c, r), n_permutations=99, n_splits=4)
+    assert res.best_name == "good" and res.pearson[1] > 0.7
+    assert res.p_value == pytest.approx(0.01)          # 1 / (1 + 99): beats every shuffle
+    assert res.p_values[2] > 0.5
+    assert res.ceiling["kind"] == "sqrt"
+    assert res.score == pytest.approx(res.pearson[1] / np.sqrt(res.ceiling["r_sb"]))
+    res2 = compare(human, model, trials=(SPEC, c, r), n_permutations=0, n_splits=4,
+                   ceiling="r_sb")
+    assert res2.score == pytest.approx(res2.pearson[1] / res2.ceiling["r_sb"])
+    assert res2.p_value is None
+    with pytest.raises(ValueError, match="ceiling must be one of"):
+        compare(human, model, ceiling="max")
+    d = res.to_dict()
+    assert d["best"] == "good" and len(d["targets"]) == 3
+    json.dumps(d)
+
+
+def test_compare_without_trials_and_resampling():
+    a = _planted_map()
+    b = _planted_map()[::2, ::2]               # a coarser grid (e.g. a network's)
+    res = compare(a, b)
+    assert res.ceiling is None and res.p_value is None
+    assert res.pearson[0] > 0.95 and "resampled_b" in res.info
+    with pytest.raises(ValueError, match="a must hold one map"):
+        compare(DiagnosticImage(np.zeros((2, 32, 32)), "regression", SPEC, 1,
+                                info={"responses_ndim": 2}), a)
+
+
+def test_figure(tmp_path):
+    m = _planted_map()
+    panels = {"human": m, "model observer": m, "best unit": -m, "occlusion": m,
+              "saliency": np.abs(m), "integrated gradients": m}
+    fig = figure(panels, tmp_path / "f.png", background=np.full((32, 32), 0.5),
+                 titles={"best unit": "r=-1.00"})
+    assert len(fig.axes) == 6 and (tmp_path / "f.png").is_file()
+    with pytest.raises(ValueError, match="panels"):
+        figure({})
+
+
+def _write_session(folder, c, r):
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / "P01_faces_2026"
+    n = len(r)
+    pd.DataFrame({"trial": np.arange(n), "n_bubbles": SPEC.n_bubbles, "mask_seed": 4,
+                  "mask_index": np.arange(n), "correct": r.astype(int)}).to_csv(
+        str(stem) + ".csv", index=False)
+    (folder / "P01_faces_2026.json").write_text(json.dumps(
+        {"format": "bubbles.session", "version": 1, "spec": SPEC.to_dict()}))
+    return str(stem) + ".csv"
+
+
+def test_command_line(tmp_path, capsys):
+    c, r = _observer(400)
+    csv = _write_session(tmp_path / "data", c, r)
+    table = TrialTable.read(csv)
+    assert_allclose(table.center_list()[5], c[5])
+    human = classification_image(SPEC, table.center_list(), table.responses("correct"),
+                                 progress=False)
+    human.save(tmp_path / "human")
+    DiagnosticImage(_planted_map(), "regression", SPEC, 0).save(tmp_path / "model")
+    np.savez(tmp_path / "occ.npz", z=_planted_map())
+    rc = main([str(tmp_path / "human"), str(tmp_path / "model.npz"), "--out",
+               str(tmp_path / "cmp"), "--trials", csv, "--n-permutations", "19",
+               "--n-splits", "2", "--panel", f"occlusion={tmp_path / 'occ.npz'}"])
+    assert rc == 0
+    out = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert out["pearson_best"] > 0.5 and out["p_value"] == pytest.approx(0.05)
+    assert out["ceiling"]["r_sb"] > 0 and (tmp_path / "cmp" / "compare.png").is_file()
+    assert "permutation p" in capsys.readouterr().out
+    assert load_image(tmp_path / "occ.npz").z.shape == (32, 32)
+    again = [str(tmp_path / "human"), str(tmp_path / "model"), "--out", str(tmp_path / "cmp"),
+             "--n-permutations", "0"]
+    assert main(again) == 1 and "use --force" in capsys.readouterr().err
+    assert main(again + ["--force"]) == 0
+    rc = main([str(tmp_path / "nothing"), str(tmp_path / "model"), "--out", str(tmp_path)])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+
+
+def test_no_torch_import():
+    code = "import sys, analysis.compare; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=root)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,83 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ann_bridge.model import (DEFAULT_CHECKSUM, DEFAULT_WEIGHTS, ExpressionCNN,
+                              load_default_model, load_model, save_model, sha256)
+
+
+def test_embedded_weights_small_and_checksummed():
+    assert DEFAULT_WEIGHTS.stat().st_size <= 5 * 2 ** 20
+    assert DEFAULT_CHECKSUM.read_text().split()[0] == sha256(DEFAULT_WEIGHTS)
+
+
+def test_default_model_heldout_accuracy():
+    """>= 95 % on identities never seen in training (the embedded face set, seed 0)."""
+    from bubbles.faces import face_set
+
+    model = load_default_model()
+    assert model.classes == ("happy", "fearful", "neutral")
+    s = face_set(8, seed=0, size=128)      # held-out identities, smaller images
+    labels = np.array([model.classes.index(e) for e in s.table["expression"]])
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(s.images)[:, None]).argmax(1).numpy()
+    assert (pred == labels).mean() >= 0.95
+    assert model.info["heldout_seed0_accuracy"] >= 0.95
+
+
+def test_checksum_mismatch_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    shutil.copy(DEFAULT_WEIGHTS, path)
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path, checksum="0" * 64)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = ExpressionCNN(("a", "b"), input_size=16, width=4).eval()
+    path = save_model(m, tmp_path / "x.pt", info={"note": "test"})
+    assert (tmp_path / "x.sha256").is_file()
+    m2 = load_model(path, checksum=tmp_path / "x.sha256")
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+    assert m2.classes == ("a", "b") and m2.info == {"note": "test"}
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not an ann_bridge.expression_cnn checkpoint"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_augment_is_seeded():
+    from ann_bridge.train import augment
+
+    imgs = torch.rand(8, 16, 16)
+    bands = torch.rand(8, 6, 16, 16) * 0.1
+    a = augment(imgs, bands, torch.Generator().manual_seed(4))
+    b = augment(imgs, bands, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and a.shape == (8, 16, 16)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_probe_of_embedded_model_finds_facial_features():
+    """The happy and fearful logits' diagnostic images peak on a facial feature."""
+    from scipy.ndimage import binary_dilation
+
+    from ann_bridge import diagnostic_images
+    from bubbles import BubbleSpec
+    from bubbles.faces import face_set
+
+    s = face_set(1, seed=0, size=128)
+    spec = BubbleSpec(shape=(128, 128), sigma=5.0, n_bubbles=10)
+    ci = diagnostic_images(load_default_model(), "classifier", s.images, spec, 600, seed=0,
+                           units=[0, 1], device="cpu", progress=False)
+    features = np.zeros((128, 128), bool)
+    for roi in s.rois.values():
+        features |= roi.any(axis=0)
+    features = binary_dilation(features, iterations=5)
+    for z in ci.z:
+        assert z.max() > 4
+        assert features[np.unravel_index(np.argmax(z), z.shape)]
