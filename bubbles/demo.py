@@ -6,14 +6,19 @@ subcommand, so the demo exercises exactly what a lab runs.
 
 Steps, each writing into its own folder under ``--out``:
 
-1. ``stimuli/``  contact sheet of the face set, bubbled faces and their masks;
-2. ``session/``  the embedded network sits the PsychoPy session as a participant
-   (``bubbles run --simulate model``), QUEST holding it near 75% correct;
-3. ``analysis/`` its diagnostic image with the Stat4Ci tests (``bubbles analyze``);
-4. ``probe/``    diagnostic images of every channel of a conv layer (``bubbles ann probe``);
-5. ``attribution/`` occlusion, saliency and integrated gradients on one face;
-6. ``compare/``  the model's behavioural image against its best unit and the
-   attribution maps (``bubbles compare``).
+1. ``stimuli/``   contact sheet of the face set, bubbled faces and their masks;
+2. ``session/``   two observers sit the same PsychoPy session (window under Xvfb when
+   there is no display), QUEST holding each near 75% correct: a simulated person (the
+   linear-template observer of ``analysis.simulate``, standing in for a participant)
+   and the embedded network (``bubbles run --simulate template|model``);
+3. ``analysis/``  their diagnostic images with the Stat4Ci tests (``bubbles analyze``);
+4. ``stat4ci/``   the published tests on the real 2001 classification images, when
+   ``../shared/data/stat4ci`` is there (``bubbles analyze --ci``);
+5. ``probe/``     diagnostic images of every channel of a conv layer of the network,
+   from the same BubbleSpec (``bubbles ann probe``);
+6. ``attribution/`` occlusion, saliency and integrated gradients (``bubbles ann attribute``);
+7. ``compare/``   person vs network observer vs best unit vs attribution maps
+   (``bubbles compare``), with the split-half noise ceiling.
 """
 
 from __future__ import annotations
@@ -25,7 +30,128 @@ from pathlib import Path
 
 import numpy as np
 
-STEPS = ("stimuli", "session", "analysis", "probe", "attribution", "compare")
+STEPS = ("stimuli", "session", "analysis", "stat4ci", "probe", "attribution", "compare")
+OBSERVERS = {"person": "template", "network": "model"}   # participant id -> --simulate
+STAT4CI = Path(__file__).resolve().parents[2] / "shared" / "data" / "stat4ci"
+
+# The session every observer sits: single-scale bubbles (sigma 10 px) so that one map per
+# observer compares directly with the network's units; short frames (nobody watches).
+DEMO_TASK = """\
+expName = "demo"
+seed = 2001
+[bubbles]
+sigma = 10.0
+n_bubbles = 40
+bands = 0
+background = 0.5
+[trials]
+practice = 3
+main = {trials}
+break_every = 0
+feedback_practice = false
+[timing]
+fixation_frames = 1
+stimulus_frames = 1
+iti_frames = 1
+[quest]
+start = 40
+max_bubbles = 400
+[window]
+fullscreen = false
+"""
+
+
+def _check(code, what):
+    if code:
+        raise RuntimeError(f"demo step failed: {what} (exit status {code})")
+
+
+def run_sessions(out_dir, *, trials, seed):
+    """Both observers sit the demo session; returns {observer: session CSV path}."""
+    from experiments.cli import run
+
+    config = Path(out_dir) / "demo_task.toml"
+    config.write_text(DEMO_TASK.format(trials=trials))
+    csvs = {}
+    for who, kind in OBSERVERS.items():
+        before = set(Path(out_dir).glob(f"{who}_*.csv"))
+        _check(run(["--config", str(config), "--participant", who, "--simulate", kind,
+                    "--data-dir", str(out_dir), "--seed", str(seed), "--pilot"]),
+               f"bubbles run --simulate {kind}")
+        (csvs[who],) = set(Path(out_dir).glob(f"{who}_*.csv")) - before
+    return csvs
+
+
+def analyze_sessions(csvs, out_dir):
+    from analysis.cli import analyze
+
+    dirs = {}
+    for who, csv in csvs.items():
+        dirs[who] = Path(out_dir) / who
+        _check(analyze([str(csv), "--out", str(dirs[who]), "--block", "main", "--force"]),
+               f"bubbles analyze {csv}")
+    return dirs
+
+
+def stat4ci(out_dir):
+    from analysis.cli import analyze
+
+    if not STAT4CI.is_dir():
+        print(f"[stat4ci] skipped: {STAT4CI} not found")
+        return
+    for task in ("Gender", "Exnex"):
+        _check(analyze(["--ci", str(STAT4CI / f"{task}FG.tiff"),
+                        "--search-region", str(STAT4CI / "facemask.tiff"),
+                        "--sigma", "20", "--background", str(STAT4CI / "w1H.jpg"),
+                        "--out", str(Path(out_dir) / task.lower()), "--force"]),
+               f"bubbles analyze --ci {task}FG.tiff")
+
+
+def probe(out_dir, *, n_masks, seed, layer="features.conv3"):
+    from ann_bridge.cli import main as ann
+
+    _check(ann(["probe", "--layer", layer, "--n-masks", str(n_masks), "--sigma", "10",
+                "--n-bubbles", "40", "--bands", "0", "--seed", str(seed), "--device", "cpu",
+                "--name", "probe", "--out", str(out_dir)]), "bubbles ann probe")
+    return Path(out_dir) / "probe"
+
+
+def attribute(out_dir, *, stimulus="id00_happy"):
+    from ann_bridge.cli import main as ann
+
+    stems = {}
+    for method in ("occlusion", "saliency", "ig"):
+        folder = Path(out_dir) / method
+        _check(ann(["attribute", "--method", method, "--stimulus", stimulus,
+                    "--device", "cpu", "--out", str(folder)]),
+               f"bubbles ann attribute --method {method}")
+        (stems[method],) = sorted({p.with_suffix("") for p in folder.glob("*.npz")})
+    return stems
+
+
+def compare(out_dir, analyses, probe_stem, attributions):
+    from analysis.compare import main as compare_main
+
+    person, network = (analyses[w] / "ci.npz" for w in ("person", "network"))
+    names = {"occlusion": "occlusion", "saliency": "saliency",
+             "ig": "integrated gradients"}
+    panels = [f"model observer={network}"] + \
+        [f"{names[m]}={stem}" for m, stem in attributions.items()]
+    from bubbles import default_faces
+
+    background = Path(out_dir) / "mean_face.npy"
+    np.save(background, default_faces().mean_image())
+    _check(compare_main([str(person), str(probe_stem), "--out", str(out_dir), "--force",
+                         "--label-a", "person (simulated)", "--background", str(background)]
+                        + [x for p in panels for x in ("--panel", p)]),
+           "bubbles compare person probe")
+    _check(compare_main([str(person), str(network), "--force",
+                         "--out", str(Path(out_dir) / "person_vs_network_observer"),
+                         "--label-a", "person (simulated)", "--background", str(background)]),
+           "bubbles compare person network")
+
+
+
 
 
 def stimuli_sheet(out_dir, *, seed=0):
@@ -59,6 +185,10 @@ def main(argv=None):
     parser.add_argument("--out", default="results/demo", help="output folder")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help=f"comma-separated subset of {','.join(STEPS)}")
+    parser.add_argument("--trials", type=int, default=1500,
+                        help="main-block trials of each simulated session")
+    parser.add_argument("--n-masks", type=int, default=4000,
+                        help="bubbled images shown to the network's units")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -66,11 +196,44 @@ def main(argv=None):
     if unknown:
         parser.error(f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folders = {step: out / step for step in STEPS}
+    for step in steps:
+        folders[step].mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+
+    def say(step, text):
+        print(f"[{step} {time.perf_counter() - t0:5.0f} s] {text}", flush=True)
+
     if "stimuli" in steps:
-        (out / "stimuli").mkdir(exist_ok=True)
-        print(f"[stimuli] {stimuli_sheet(out / 'stimuli', seed=args.seed)}")
+        say("stimuli", stimuli_sheet(folders["stimuli"], seed=args.seed))
+    csvs = {w: max(folders["session"].glob(f"{w}_*.csv"), default=None) for w in OBSERVERS}
+    if "session" in steps:
+        csvs = run_sessions(folders["session"], trials=args.trials, seed=args.seed)
+        say("session", ", ".join(str(c) for c in csvs.values()))
+    analyses = {w: folders["analysis"] / w for w in OBSERVERS}
+    if "analysis" in steps:
+        missing = [w for w, c in csvs.items() if c is None]
+        if missing:
+            parser.error(f"no session of {missing} in {folders['session']}: "
+                         f"run the 'session' step first")
+        analyses = analyze_sessions(csvs, folders["analysis"])
+        say("analysis", ", ".join(str(d / "ci.png") for d in analyses.values()))
+    if "stat4ci" in steps:
+        stat4ci(folders["stat4ci"])
+        say("stat4ci", folders["stat4ci"])
+    probe_stem = folders["probe"] / "probe"
+    if "probe" in steps:
+        probe_stem = probe(folders["probe"], n_masks=args.n_masks, seed=args.seed)
+        say("probe", probe_stem)
+    attributions = {m: min((folders["attribution"] / m).glob("*.npz"), default=None)
+                    for m in ("occlusion", "saliency", "ig")}
+    if "attribution" in steps:
+        attributions = attribute(folders["attribution"])
+        say("attribution", ", ".join(str(s) for s in attributions.values()))
+    if "compare" in steps:
+        compare(folders["compare"], analyses, probe_stem,
+                {m: Path(s).with_suffix("") for m, s in attributions.items()})
+        say("compare", folders["compare"] / "compare.png")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; results in {out}/")
     return 0
 
