@@ -4,7 +4,7 @@ What a session does in each inter-trial interval: draw the trial's bubble centre
 render the masks, compose the multi-scale stimulus and upload it as a texture. Target:
 at most 8 ms median for a 512 x 512, 5-band stimulus so that the ITI never slips.
 
-Two ways are timed in the same run on the same trials:
+Two ways are timed in the same run on the same trials (after 5 untimed warm-up trials):
 
 - ``toolkit``: :class:`experiments.trials.StimulusBuilder` (Laplacian bands computed once
   per image, separable batched masks, one preallocated mask buffer) and
@@ -116,6 +116,10 @@ def main(argv=None):
                 win.flip()
         return parts
 
+    for t in range(5):                        # warm-up (first texture, caches): untimed
+        prepared = builder.build(t % n_images, int(counts[t]), mask_index=t)
+        if upload is not None:
+            upload(prepared.image)
     default_threads = timed_trials()          # BLAS with its default thread pool
     restore = limit_blas_threads(1)           # what a session does
     parts = timed_trials()

@@ -4,22 +4,26 @@
 
     bubbles run [--config FILE] [--participant ID] [--session N] [--data-dir DIR]
                 [--trials N] [--seed N] [--pilot] [--simulate template|scripted|model]
-                [--resume FILE]
+                [--decision-noise X] [--resume FILE]
 
 Without ``--participant`` a dialog (``psychopy.gui.DlgFromDict``) asks for the
 participant and session; cancelling it ends cleanly. ``--resume FILE`` continues an
 interrupted session from any of its files; its configuration, participant and session
-come from the sidecar. ``--simulate`` runs the identical session, window included
+come from the sidecar. ``--decision-noise X`` adds Gaussian noise (SD ``X``, logit
+units) to the network's decisions of ``--simulate model``, to bring its accuracy near
+a person's. ``--simulate`` runs the identical session, window included
 (under ``xvfb-run`` when there is no display), with a simulated observer.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import subprocess
 import sys
 
-__all__ = ["build_parser", "run", "ask_participant"]
+__all__ = ["build_parser", "run", "ask_participant", "dialog_problem"]
 
 
 def build_parser():
@@ -44,21 +48,57 @@ def build_parser():
                    help="pilot mode: a window instead of full screen")
     p.add_argument("--simulate", choices=("template", "scripted", "model"),
                    help="a simulated observer answers instead of the keyboard")
+    p.add_argument("--decision-noise", metavar="X", type=float, default=None,
+                   help="with --simulate model: SD of Gaussian noise added to the "
+                        "network's logits (>= 0), to lower its accuracy towards a "
+                        "person's")
     p.add_argument("--resume", metavar="FILE",
                    help="continue the interrupted session of FILE (its .csv, .json or "
                         "stem)")
     return p
 
 
+def dialog_problem():
+    """Why the participant dialog cannot open here, or None if it can.
+
+    PsychoPy's dialog is Qt's; when Qt cannot load its platform plugin (a system library
+    missing, no usable display) Qt aborts the whole process, so it is tried first in a
+    child process.
+    """
+    code = "from psychopy import gui; gui.ensureQtApp()"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                             text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    if out.returncode == 0:
+        return None
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    qt = [x for x in lines if "qt." in x.lower() or "plugin" in x.lower()]
+    return (qt or lines or [f"exit status {out.returncode}"])[0].strip()
+
+
 def ask_participant(session=1):
-    """Dialog for participant and session; None if cancelled."""
+    """Dialog for participant and session; None if cancelled.
+
+    Raises
+    ------
+    ValueError
+        The session typed is not an integer >= 0.
+    """
     from psychopy import gui
 
     info = {"participant": "", "session": session}
     dlg = gui.DlgFromDict(info, title="bubbles run", sortKeys=False)
     if not dlg.OK:
         return None
-    return str(info["participant"]).strip(), int(info["session"])
+    try:
+        number = int(str(info["session"]).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"session must be an integer >= 0, got {info['session']!r}")
+    return str(info["participant"]).strip(), number
 
 
 def _display_missing():
@@ -80,6 +120,15 @@ def run(argv=None):
     from .config import ConfigError, load_config
     from .session import Session
 
+    noise = args.decision_noise
+    if noise is not None and args.simulate != "model":
+        print(f"bubbles run: --decision-noise applies to --simulate model only, got "
+              f"--simulate {args.simulate}", file=sys.stderr)
+        return 2
+    if noise is not None and not (math.isfinite(noise) and noise >= 0):
+        print(f"bubbles run: --decision-noise must be a number >= 0 (SD of the noise on "
+              f"the network's logits), got {noise}", file=sys.stderr)
+        return 2
     if _display_missing():
         print("bubbles run: no display (DISPLAY is not set). Run under a virtual display: "
               'xvfb-run -a -s "-screen 0 1024x768x24" bubbles run ...', file=sys.stderr)
@@ -92,7 +141,8 @@ def run(argv=None):
             if ignored:
                 print(f"bubbles run: --resume continues the recorded session; ignoring "
                       f"{', '.join(ignored)}", file=sys.stderr)
-            session = Session(resume=args.resume, simulate=args.simulate, pilot=args.pilot)
+            session = Session(resume=args.resume, simulate=args.simulate, pilot=args.pilot,
+                              decision_noise=noise)
         else:
             overrides = {}
             if args.trials is not None:
@@ -104,15 +154,22 @@ def run(argv=None):
             cfg = load_config(args.config, overrides)
             participant, number = args.participant, args.session or 1
             if participant is None:
+                problem = dialog_problem()
+                if problem:
+                    print(f"bubbles run: the participant dialog cannot open ({problem}); "
+                          f"give the participant with --participant ID [--session N]",
+                          file=sys.stderr)
+                    return 1
                 answer = ask_participant(number)
                 if answer is None:
                     print("bubbles run: cancelled; nothing was recorded")
                     return 0
                 participant, number = answer
             session = Session(cfg, participant, session=number, data_dir=args.data_dir,
-                              simulate=args.simulate, pilot=args.pilot)
+                              simulate=args.simulate, pilot=args.pilot,
+                              decision_noise=noise)
         result = session.run()
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, OSError, RuntimeError) as err:
         print(f"bubbles run: {err}", file=sys.stderr)
         return 1
     return 0 if (result.completed or result.escaped) else 1

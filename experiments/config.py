@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config",
-           "default_config", "n_choices"]
+           "default_config"]
 
 #: Path of the default configuration (the expression task).
 DEFAULT_CONFIG = Path(__file__).with_name("expression_task.toml")
@@ -242,16 +242,6 @@ def _set_dotted(cfg, dotted, value):
     if parts[-1] not in node or isinstance(node[parts[-1]], dict):
         raise ConfigError(f"unknown config key '{dotted}'")
     node[parts[-1]] = value
-
-
-def n_choices(cfg):
-    """Number of response alternatives (expressions) a configuration asks for.
-
-    Only known before the stimulus set is loaded when ``stimuli.expressions`` is set;
-    otherwise the number of response keys is an upper bound and None is returned.
-    """
-    exprs = cfg["stimuli"]["expressions"]
-    return len(exprs) if exprs else None
 
 
 def validate_config(cfg):

@@ -344,7 +344,7 @@ class KeyboardResponder(Responder):
                                    clear=False) for release in (False, True))
 
 
-def make_responder(kind, *, stimuli, labels, cfg, seed=0):
+def make_responder(kind, *, stimuli, labels, cfg, seed=0, decision_noise=None):
     """Responder for ``--simulate kind`` (None: the keyboard).
 
     Parameters
@@ -355,7 +355,13 @@ def make_responder(kind, *, stimuli, labels, cfg, seed=0):
         The choice labels of the session.
     cfg : dict
         The validated configuration (timeout, quit key, background).
+    decision_noise : float, optional
+        ``kind='model'`` only: SD of the noise on the network's logits (passed to
+        ``NetworkObserver``); None keeps the observer's default.
     """
+    if decision_noise is not None and kind != "model":
+        raise ValueError(f"decision_noise applies to simulate='model' only, got "
+                         f"simulate={kind!r}")
     quit_key = cfg["responses"]["quit_key"]
     if kind is None:
         return KeyboardResponder(timeout=cfg["timing"]["response_timeout"] or None,
@@ -368,6 +374,7 @@ def make_responder(kind, *, stimuli, labels, cfg, seed=0):
             bg = float(np.mean(stimuli.images))
         return TemplateResponder.from_stimuli(stimuli, labels, background=bg, seed=seed)
     if kind == "model":
-        return model_responder(stimuli, labels, seed=seed)
+        noise = {} if decision_noise is None else {"decision_noise": decision_noise}
+        return model_responder(stimuli, labels, seed=seed, **noise)
     raise ValueError(f"simulate must be one of ['template', 'scripted', 'model'], "
                      f"got {kind!r}")

@@ -104,6 +104,9 @@ class Session:
         Folder for the session files (and the BIDS copy under it).
     simulate : {None, 'template', 'scripted', 'model'}
         Who answers (None: the keyboard); ignored when ``responder`` is given.
+    decision_noise : float, optional
+        With ``simulate='model'``: SD of the Gaussian noise on the network's logits
+        (``ann_bridge.observer.NetworkObserver(decision_noise=...)``).
     responder : Responder, optional
     presenter : {'window', 'headless'}
         'headless' draws nothing: the same loop for fast simulations only.
@@ -118,7 +121,7 @@ class Session:
 
     def __init__(self, cfg=None, participant=None, *, session=1, data_dir="data",
                  simulate=None, responder=None, presenter="window", pilot=False,
-                 stimuli=None, resume=None):
+                 stimuli=None, resume=None, decision_noise=None):
         self.state = None
         if resume is not None:
             self.state = datafile.open_for_resume(resume)
@@ -134,6 +137,7 @@ class Session:
         self.session = session
         self.data_dir = Path(data_dir)
         self.simulate, self.pilot = simulate, pilot
+        self.decision_noise = decision_noise
         self._responder, self._presenter_kind = responder, presenter
         if stimuli is None:
             self.stimuli, self.labels = trials.load_stimuli(self.cfg)
@@ -200,6 +204,9 @@ class Session:
             self.date = self.meta["date"]
             self.files = datafile.SessionFiles(self.state.stem, resume=True)
             self.start = len(self.state.rows)
+            for run in self.meta.get("runs", []):   # killed runs never recorded an end
+                if "status" not in run:
+                    run.update(status="interrupted", last_trial=self.start - 1)
 
     def _open_log(self):
         from psychopy import logging
@@ -346,10 +353,13 @@ class Session:
         cls = {"window": WindowPresenter, "headless": HeadlessPresenter}.get(kind)
         if cls is None:
             raise ValueError(f"presenter must be 'window' or 'headless', got {kind!r}")
-        # the responder and the window first: if either cannot start, nothing is written
+        # the responder and the window first: if either cannot start, nothing is written.
+        # A simulated observer's noise is seeded per participant and session.
+        self.responder_seed = int(np.random.SeedSequence(
+            [self.order_seed, self.mask_seed]).generate_state(1)[0])
         self.responder = self._responder or make_responder(
             self.simulate, stimuli=self.stimuli, labels=self.labels, cfg=self.cfg,
-            seed=self.cfg["seed"])
+            seed=self.responder_seed, decision_noise=self.decision_noise)
         self.presenter = cls(self.cfg, self.stimuli.shape, pilot=self.pilot)
         try:
             self._open_files()
@@ -366,6 +376,7 @@ class Session:
         self.meta["runs"].append({
             "started": datetime.now().isoformat(timespec="seconds"),
             "first_trial": self.start, "simulate": self.simulate,
+            "decision_noise": self.decision_noise,
             "monitor": self.presenter.monitor_info, "versions": _versions(),
             "dropped_on_resume": list(self.state.dropped) if self.state else []})
         try:

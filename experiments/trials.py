@@ -33,7 +33,8 @@ def limit_blas_threads(n=1):
 
     A trial's masks are small matrix products ((H x k) @ (k x W)); a multi-threaded BLAS
     gains nothing on them and, competing with the rendering thread for the cores, made
-    stimulus preparation 10-30 times slower in our benchmark (benchmarks/session.py).
+    stimulus preparation slower in our benchmark (benchmarks/session.py, 2 shared
+    cores: 1.5-1.8 times at the median, 2-4 times in the worst trial).
     Uses ``threadpoolctl`` when it is installed; otherwise does nothing (set
     ``OPENBLAS_NUM_THREADS=1`` in the environment instead).
     """
@@ -66,7 +67,12 @@ def load_stimuli(cfg):
         stimuli = face_set(s_cfg["n_identities"], seed=0, size=s_cfg["size"],
                            expressions=tuple(wanted) or EXPRESSIONS)
     else:
-        stimuli = StimulusSet.from_folder(s_cfg["source"])
+        try:
+            stimuli = StimulusSet.from_folder(s_cfg["source"])
+        except (OSError, ValueError) as err:
+            raise ValueError(f"config key 'stimuli.source' must be \"faces\" or a folder "
+                             f"of images with a manifest.csv, got {s_cfg['source']!r}: "
+                             f"{err}") from None
     if wanted:
         bad = [x for x in wanted if x not in stimuli.expressions]
         if bad:

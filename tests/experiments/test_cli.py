@@ -1,10 +1,16 @@
 """``bubbles run``: arguments, dialog cancel, clear errors, a simulated run."""
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from experiments import cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_and_usage_errors(capsys):
@@ -33,12 +39,107 @@ def test_bad_participant_fails_clearly(capsys, monkeypatch, fast_cfg):
     assert "participant must start with a letter or digit" in capsys.readouterr().err
 
 
-def test_cancelled_dialog_exits_cleanly(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def dialog(monkeypatch):
+    """psychopy.gui.DlgFromDict replaced by a stand-in that 'types' ``answer`` and
+    presses OK (or Cancel when ``answer`` is None); the dialog probe says it can open."""
+    gui = pytest.importorskip("psychopy.gui")
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(cli, "ask_participant", lambda session=1: None)
-    assert cli.run(["--data-dir", str(tmp_path)]) == 0
+    monkeypatch.setattr(cli, "dialog_problem", lambda: None)
+    state = {"answer": None, "shown": []}
+
+    class FakeDlg:
+        def __init__(self, dictionary, title="", sortKeys=True, **kwargs):
+            state["shown"].append((dict(dictionary), title, sortKeys))
+            self.OK = state["answer"] is not None
+            if self.OK:
+                dictionary.update(state["answer"])
+
+    monkeypatch.setattr(gui, "DlgFromDict", FakeDlg)
+    return state
+
+
+def test_cancelled_dialog_exits_cleanly(tmp_path, capsys, dialog):
+    assert cli.run(["--data-dir", str(tmp_path), "--session", "4"]) == 0
     assert "cancelled; nothing was recorded" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+    assert dialog["shown"] == [({"participant": "", "session": 4}, "bubbles run", False)]
+
+
+def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, monkeypatch):
+    import experiments.session
+
+    made = {}
+
+    class FakeSession:
+        def __init__(self, cfg, participant, **kwargs):
+            made.update(kwargs, participant=participant)
+
+        def run(self):
+            return experiments.session.SessionResult(tmp_path, 0, True, False)
+
+    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+    dialog["answer"] = {"participant": " P42 ", "session": "3"}
+    assert cli.run(["--data-dir", str(tmp_path)]) == 0
+    assert (made["participant"], made["session"]) == ("P42", 3)
+    dialog["answer"] = {"participant": "P42", "session": "three"}
+    assert cli.run(["--data-dir", str(tmp_path)]) == 1
+    assert "session must be an integer >= 0, got 'three'" in capsys.readouterr().err
+
+
+def test_a_dialog_that_cannot_open_is_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(cli, "dialog_problem", lambda: "Qt platform plugin 'xcb'")
+    assert cli.run(["--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "participant dialog cannot open (Qt platform plugin 'xcb')" in err
+    assert "--participant ID" in err and list(tmp_path.iterdir()) == []
+
+
+REAL_DIALOG = """
+import sys
+from PyQt6 import QtCore, QtWidgets
+from psychopy import gui
+from experiments.cli import ask_participant
+
+def answer():
+    shown = [w for w in QtWidgets.QApplication.topLevelWidgets()
+             if isinstance(w, gui.DlgFromDict) and w.isVisible()]
+    if not shown:                          # not up yet: look again shortly
+        QtCore.QTimer.singleShot(20, answer)
+        return
+    dlg = shown[0]
+    if sys.argv[1] == "cancel":
+        dlg.reject()
+        return
+    participant, session = dlg.findChildren(QtWidgets.QLineEdit)
+    participant.textEdited.emit("P42")     # what typing does
+    session.textEdited.emit("3")
+    dlg.accept()
+
+gui.ensureQtApp()
+QtCore.QTimer.singleShot(0, answer)
+print(repr(ask_participant(2)))
+"""
+
+
+@pytest.mark.parametrize("button, printed", [("ok", "('P42', 3)"), ("cancel", "None")])
+def test_the_real_dialog(button, printed, monkeypatch):
+    """PsychoPy's own Qt DlgFromDict, answered by a timer (offscreen Qt, own process)."""
+    pytest.importorskip("PyQt6")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", REAL_DIALOG, button], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == printed
+
+
+def test_dialog_probe_runs_qt_in_a_child_process(monkeypatch):
+    pytest.importorskip("PyQt6")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")      # always loads
+    assert cli.dialog_problem() is None
+    monkeypatch.setenv("QT_QPA_PLATFORM", "nosuchplatform")  # Qt aborts the child
+    assert "nosuchplatform" in cli.dialog_problem()
 
 
 def test_no_display_is_reported(monkeypatch, capsys):
@@ -60,6 +161,30 @@ def test_model_without_observer_fails_clearly(monkeypatch, capsys, tmp_path):
                     "--data-dir", str(tmp_path), "--pilot"])
     assert code == 1
     assert "--simulate model needs torch" in capsys.readouterr().err
+
+
+def test_decision_noise_reaches_the_network_observer(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("DISPLAY", ":99")
+    import experiments.responders as responders
+
+    seen = {}
+
+    def fake_model(stimuli, labels, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop before the window opens")
+    monkeypatch.setattr(responders, "model_responder", fake_model)
+    argv = ["--participant", "M2", "--trials", "1", "--data-dir", str(tmp_path), "--pilot"]
+    assert cli.run(argv + ["--simulate", "model", "--decision-noise", "1.5"]) == 1
+    assert seen["decision_noise"] == 1.5
+    seen.clear()
+    assert cli.run(argv + ["--simulate", "model"]) == 1
+    assert "decision_noise" not in seen                  # the observer's own default
+    capsys.readouterr()
+    assert cli.run(argv + ["--simulate", "template", "--decision-noise", "1"]) == 2
+    assert "--decision-noise applies to --simulate model only" in capsys.readouterr().err
+    assert cli.run(argv + ["--simulate", "model", "--decision-noise", "-1"]) == 2
+    assert "--decision-noise must be a number >= 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.window

@@ -53,6 +53,30 @@ def test_names_are_never_reused(tmp_path):
     assert datafile.stem_of(f"{first}.json") == first
 
 
+def test_a_second_session_the_same_minute_gets_new_names(fast_cfg, tmp_path,
+                                                        monkeypatch):
+    from experiments.responders import ScriptedResponder
+    from experiments.session import Session
+
+    monkeypatch.setattr(datafile, "date_string", lambda now=None: "2026-01-01_10h00.00.000")
+
+    def run():
+        return Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                       responder=ScriptedResponder.random(0)).run()
+
+    first = run()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    second = run()
+    assert first.stem.name == "P01_bubbles_expressions_2026-01-01_10h00.00.000"
+    assert second.stem.name == first.stem.name + "_2"
+    assert {p: p.read_bytes() for p in before} == before        # nothing rewritten
+    beh = sorted(p.name for p in (tmp_path / "sub-P01" / "beh").iterdir())
+    assert beh == ["sub-P01_task-bubblesexpressions_beh.json",
+                   "sub-P01_task-bubblesexpressions_beh.tsv",
+                   "sub-P01_task-bubblesexpressions_run-2_beh.json",
+                   "sub-P01_task-bubblesexpressions_run-2_beh.tsv"]
+
+
 @pytest.mark.parametrize("pid", ["", "../x", "a/b", ".hidden", "a b"])
 def test_participant_ids_must_be_file_safe(pid):
     with pytest.raises(ValueError, match=r"participant must start with a letter or "

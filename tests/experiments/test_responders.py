@@ -88,6 +88,20 @@ def test_make_responder_kinds(fast_cfg, small_faces):
                                      cfg=fast_cfg), TemplateResponder)
     with pytest.raises(ValueError, match=r"simulate must be one of"):
         make_responder("person", stimuli=small_faces, labels=labels, cfg=fast_cfg)
+    with pytest.raises(ValueError, match=r"decision_noise applies to simulate='model' "
+                                         r"only, got simulate='template'"):
+        make_responder("template", stimuli=small_faces, labels=labels, cfg=fast_cfg,
+                       decision_noise=1.0)
+
+
+def test_model_responder_gets_the_decision_noise(fast_cfg, small_faces):
+    pytest.importorskip("torch")
+    observer = make_responder("model", stimuli=small_faces, labels=small_faces.expressions,
+                              cfg=fast_cfg, seed=3, decision_noise=2.5)
+    assert observer.decision_noise == 2.5 and observer.seed == 3
+    assert observer.labels == tuple(small_faces.expressions)
+    assert make_responder("model", stimuli=small_faces, labels=small_faces.expressions,
+                          cfg=fast_cfg).decision_noise == 0.0
 
 
 def test_model_hook_builds_the_network_observer(monkeypatch, small_faces):

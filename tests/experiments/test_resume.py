@@ -117,6 +117,8 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     meta = json.loads(open(f"{stem}.json").read())
     assert meta["status"] == "completed" and len(meta["runs"]) == 2
     assert meta["runs"][1]["first_trial"] == n_before
+    assert meta["runs"][0]["status"] == "interrupted"           # the killed run
+    assert meta["runs"][0]["last_trial"] == n_before - 1
     assert any("half-written" in m for m in meta["runs"][1]["dropped_on_resume"])
     log = open(f"{stem}.log").read()
     assert f"resuming {stem.name} at trial {n_before}" in log

@@ -74,7 +74,9 @@ def test_load_stimuli_checks_expressions(make_cfg):
         trials.load_stimuli(make_cfg(stimuli__expressions=["sad", "happy"]))
     with pytest.raises(ValueError, match=r"at least 2 expressions"):
         trials.load_stimuli(make_cfg(stimuli__expressions=["happy"], quest__gamma=0.5))
-    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+    with pytest.raises(ValueError, match=r"config key 'stimuli\.source' must be \"faces\" "
+                                         r"or a folder .*got '/no/such/folder': "
+                                         r".*does not exist"):
         trials.load_stimuli(make_cfg(stimuli__source="/no/such/folder"))
 
 
