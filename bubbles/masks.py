@@ -235,9 +235,13 @@ def render_masks(spec, centers, *, out=None):
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+    scratch = np.empty((n, h, w), np.float32) if spec.multiscale and n > 1 else None
     for band, ((c, wt), sigma) in enumerate(zip(per_band, spec.sigmas)):
-        target = out[:, band] if spec.multiscale else out
-        _render_band(c, wt, sigma, spec, target)
+        if scratch is None:
+            _render_band(c, wt, sigma, spec, out[:, band] if spec.multiscale else out)
+        else:       # matmul into a strided view falls back to a slow loop: render, copy
+            _render_band(c, wt, sigma, spec, scratch)
+            out[:, band] = scratch
     np.minimum(out, 1.0, out=out)
     if spec.polarity == "occlude":
         np.subtract(1.0, out, out=out)
