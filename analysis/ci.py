@@ -86,9 +86,10 @@ def _as_center_maps(spec, centers):
             raise ValueError(f"centre maps must have shape (n_trials, {h * w}) for "
                              f"spec.shape {spec.shape}, got {m.shape}")
         out.append(sp.csr_matrix(m, dtype=np.float32))
-    n = out[0].shape[0]
-    if any(m.shape[0] != n for m in out):
-        raise ValueError("centers of every band must cover the same number of trials")
+    counts = [m.shape[0] for m in out]
+    if len(set(counts)) > 1:
+        raise ValueError("centers of every band must cover the same number of trials, "
+                         f"got {counts} trials per band")
     return out
 
 
@@ -276,7 +277,9 @@ def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=N
             raise ValueError("method 'proportion' needs binary responses (0/1, e.g. "
                              f"correct), got values {vals[:6].tolist()}")
         totals = [b.smooth(np.ones((r.shape[0], 1)))[0] for b in bands]
-    chunk_size = max(1, int(chunk_size))
+    if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be an integer >= 1 (targets per product), got "
+                         f"{chunk_size!r}")
     starts = range(0, n_t, chunk_size)
     bar = tqdm(starts, desc="classification image", unit="chunk",
                disable=not progress or len(starts) < 2, leave=False)
@@ -411,8 +414,10 @@ def classification_image(spec, centers, responses, method="regression", *,
         msg = (f"{len(const)} response column(s) are constant (first: {const[:5].tolist()});"
                f" their z maps are 0")
         if one:
-            raise ValueError("responses are constant: a classification image needs at "
-                             "least two different responses")
+            raise ValueError(f"responses are constant (every trial is {r[0]:g}): a "
+                             "classification image needs at least two different "
+                             "responses (an all-correct session has no errors to contrast: "
+                             "use fewer bubbles, or another response such as rt)")
         warnings.warn(msg, stacklevel=2)
     info = {"null": null, "kernel": spec.aperture if spec.aperture != "disk"
             else "gaussian (same FWHM as the disk)",
@@ -421,9 +426,17 @@ def classification_image(spec, centers, responses, method="regression", *,
             "responses_ndim": r.ndim,
             "bubbles_per_trial": [float(m.sum(axis=1).mean()) for m in maps],
             "constant_targets": const.tolist()}
+    for b, k in enumerate(info["bubbles_per_trial"]):
+        if k == 0:
+            warnings.warn(f"band {b + 1} of {spec.n_bands} (sigma {spec.sigmas[b]:g} px) "
+                          "has no bubbles in any trial (spec.n_per_band "
+                          f"{spec.n_per_band}); its z map is 0", stacklevel=2)
     if targets is not None:
         info["targets"] = targets
     if null == "permutation":
+        if not (isinstance(n_permutations, (int, np.integer)) and n_permutations >= 2):
+            raise ValueError("n_permutations must be an integer >= 2 for "
+                             f"null='permutation', got {n_permutations!r}")
         if not one:
             raise ValueError("null='permutation' needs 1-D responses (one observer); "
                              f"got shape {r.shape}. Use null='analytic' for many targets.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +80,19 @@ def _load_region(path, shape):
 
 
 def _tests(z, sigma, region, args):
+    """Pixel and cluster tests; their RFT validity warnings go to the summary instead."""
     from .stats import cluster_test, pixel_test
-    pix = pixel_test(z, sigma, args.p, search_region=region, tail=args.tail)
-    clu = cluster_test(z, sigma, args.p, threshold=args.cluster_threshold,
-                       search_region=region, tail=args.tail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pix = pixel_test(z, sigma, args.p, search_region=region, tail=args.tail)
+        clu = cluster_test(z, sigma, args.p, threshold=args.cluster_threshold,
+                           search_region=region, tail=args.tail)
     return pix, clu
+
+
+def _notes(pix, clu):
+    """The two tests' warnings without repeats."""
+    return list(dict.fromkeys(pix.warnings + clu.warnings))
 
 
 def _run_ci(args, out):
@@ -108,31 +117,44 @@ def _run_ci(args, out):
     summary = {"source": str(args.ci), "search_region": args.search_region,
                "zscore": mode, "n_pixels_region": int(region.sum()),
                "sigma": args.sigma, "pixel_test": pix.to_dict(),
-               "cluster_test": clu.to_dict()}
+               "cluster_test": clu.to_dict(), "warnings": _notes(pix, clu)}
     bg = read_image(args.background) if args.background else None
-    _write(out, z, summary, bg, [pix], [clu], title=Path(args.ci).name, force=args.force)
+    _write(out, z, summary, bg, [pix], [clu], title=Path(args.ci).name)
     return summary
 
 
 def _run_session(args, out):
     from .ci import classification_image
     from .trials import TrialTable
-    table = TrialTable.read(args.session)
-    if args.block is not None:
-        if "block" not in table.data:
-            raise ValueError("--block given but the session has no 'block' column")
-        table = table.select((table.data["block"].astype(str) == args.block).to_numpy())
-        if len(table) == 0:
-            raise ValueError(f"no trials with block == {args.block!r}")
-    if args.drop_missing:
-        if args.response not in table.data:
-            table.responses(args.response)   # raises the clear error
-        table = table.dropna(args.response)
-    r = table.responses(args.response)
-    spec = table.spec
-    ci = classification_image(spec, table.center_list(), r, method=args.method,
-                              null=args.null, n_permutations=args.n_permutations,
-                              seed=args.seed, progress=not args.quiet)
+    with warnings.catch_warnings(record=True) as caught:   # kept in summary.json
+        warnings.simplefilter("always")
+        table = TrialTable.read(args.session)
+        blocks = (sorted(table.data["block"].astype(str).unique())
+                  if "block" in table.data else [])
+        if args.block is not None:
+            if "block" not in table.data:
+                raise ValueError("--block given but the session has no 'block' column")
+            table = table.select((table.data["block"].astype(str) == args.block).to_numpy())
+            if len(table) == 0:
+                raise ValueError(f"--block {args.block!r} matches no trial; the session's "
+                                 f"blocks are {blocks}")
+        elif len(blocks) > 1:
+            warnings.warn(f"analysing the trials of all blocks {blocks} together; pass "
+                          "--block NAME (e.g. --block main) to leave out practice trials")
+        if args.drop_missing:
+            if args.response not in table.data:
+                table.responses(args.response)   # raises the clear error
+            table = table.dropna(args.response)
+        r = table.responses(args.response)
+        spec = table.spec
+        ci = classification_image(spec, table.center_list(), r, method=args.method,
+                                  null=args.null, n_permutations=args.n_permutations,
+                                  seed=args.seed, progress=not args.quiet)
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if args.method == "proportion":
+        notes.append("method 'proportion' is z-scored across the pixels of the image, not "
+                     "against a null: its pixel and cluster tests are descriptive; use "
+                     "--method regression for inference")
     region = (_load_region(args.search_region, spec.shape) if args.search_region
               else spec.search_region)
     z = ci.z[None] if not spec.multiscale else ci.z
@@ -142,6 +164,8 @@ def _run_session(args, out):
         pix, clu = _tests(z[b], sigmas[b], region, args)
         pixs.append(pix)
         clus.append(clu)
+        label = f"band {b + 1} of {spec.n_bands}: " if spec.multiscale else ""
+        notes += [label + note for note in _notes(pix, clu)]
     summary = {"session": str(table.path), "method": args.method,
                "response": args.response, "null": args.null,
                "n_trials": int(ci.n_trials), "spec": spec.to_dict(),
@@ -151,10 +175,10 @@ def _run_session(args, out):
                "bands": [{"band": b, "sigma": sigmas[b], "pixel_test": pixs[b].to_dict(),
                           "cluster_test": clus[b].to_dict()}
                          for b in range(spec.n_bands)],
-               "info": ci.info}
+               "info": ci.info, "warnings": notes}
     bg = (_load_background(args.background, spec.shape) if args.background
           else _session_background(table))
-    _write(out, ci.z, summary, bg, pixs, clus, force=args.force,
+    _write(out, ci, summary, bg, pixs, clus,
            title=f"{Path(args.session).stem}: {args.method}, {ci.n_trials} trials")
     return summary
 
@@ -195,22 +219,17 @@ def _load_background(path, shape):
     return bg
 
 
-def _write(out, z, summary, background, pixs, clus, *, title, force):
-    from .diagnostic import to_jsonable
+def _write(out, image, summary, background, pixs, clus, *, title):
+    """ci.npz, summary.json and ci.png; ``image`` a DiagnosticImage or a z array."""
+    from .diagnostic import DiagnosticImage, to_jsonable
     from .figures import save_diagnostic_png
+    z = image.z if isinstance(image, DiagnosticImage) else image
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "ci.npz", "wb") as fh:
         np.savez_compressed(fh, z=np.asarray(z))
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
-
-    class _Stack:   # stack per-band significance maps for the figure
-        def __init__(self, tests):
-            self.significant = np.stack([t.significant for t in tests])
-
-    pix = pixs[0] if len(pixs) == 1 else _Stack(pixs)
-    clu = clus[0] if len(clus) == 1 else _Stack(clus)
-    save_diagnostic_png(np.asarray(z), out / "ci.png", background=background, pixel=pix,
-                        cluster=clu, title=title, overwrite=True)
+    save_diagnostic_png(image, out / "ci.png", background=background, pixel=pixs,
+                        cluster=clus, title=title, overwrite=True)
 
 
 def analyze(argv):
@@ -245,15 +264,18 @@ def analyze(argv):
         return 1
     if not args.quiet:
         _report(summary, out)
+    for note in summary["warnings"]:
+        print(f"bubbles analyze: warning: {note}", file=sys.stderr)
     return 0
 
 
 def _report(summary, out):
-    parts = [summary] if "bands" not in summary else [b for b in summary["bands"]]
+    parts = summary.get("bands", [summary])
     for s in parts:
         pix, clu = s["pixel_test"], s["cluster_test"]
         sig = [c for c in clu["clusters"] if c["significant"]]
-        label = f"band {s['band']}: " if "band" in s else ""
+        label = (f"band {s['band'] + 1} (sigma {s['sigma']:g} px): "
+                 if len(parts) > 1 else "")
         print(f"{label}pixel test: threshold z = {pix['threshold']:.3f}, "
               f"{pix['n_significant']} significant pixels; cluster test: min size "
               f"{clu['min_cluster_size']:.1f} px at t_C {clu['threshold']}, "

@@ -102,7 +102,8 @@ class DiagnosticImage:
         z = np.asarray(self.z)
         if self.info.get("responses_ndim") == 2:
             if target is None:
-                raise ValueError("target must be given for a many-target image")
+                raise ValueError("target must be given for a many-target image (an index "
+                                 f"in [0, {z.shape[0]})), got None")
             z = z[target]
         if self.spec is not None and self.spec.multiscale:
             return z[b]

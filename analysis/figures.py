@@ -6,6 +6,7 @@ every figure is released after saving.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ def _as_maps(image, target):
                 raise ValueError(f"target must be in [0, {z.shape[0]}), got {target!r}")
             z = z[t]
         sigmas = image.info.get("sigmas") or (image.spec.sigmas if image.spec else None)
+        empty = [k == 0 for k in image.info.get("bubbles_per_trial", [])]
         maps = list(z) if multi else [z]
     else:
         z = np.asarray(image, dtype=float)
@@ -36,19 +38,42 @@ def _as_maps(image, target):
             maps = list(z)
         else:
             raise ValueError(f"z must have shape (H, W) or (bands, H, W), got {z.shape}")
-        sigmas = None
-    labels = [f"band {b + 1}" + (f" (sigma {sigmas[b]:.3g} px)" if sigmas else "")
-              for b in range(len(maps))] if len(maps) > 1 else [""]
+        sigmas, empty = None, []
+    if len(maps) > 1:
+        labels = [f"band {b + 1}" + (f" (sigma {sigmas[b]:.3g} px)" if sigmas else "")
+                  + (", no bubbles" if b < len(empty) and empty[b] else "")
+                  for b in range(len(maps))]
+    else:
+        labels = [f"sigma {sigmas[0]:.3g} px" if sigmas else ""]
     return maps, labels
 
 
-def _per_band(test, b, n):
+def _per_band(test, b, n, name):
+    """(significant map, test object or None) of band ``b``; (None, None) without test."""
     if test is None:
-        return None
-    sig = np.asarray(test.significant if hasattr(test, "significant") else test, bool)
+        return None, None
+    if isinstance(test, (list, tuple)):
+        if len(test) != n:
+            raise ValueError(f"{name} must give one test per band ({n}), got {len(test)}")
+        test = test[b]
+    obj = test if hasattr(test, "significant") else None
+    sig = np.asarray(test.significant if obj is not None else test, bool)
     if sig.ndim == 3 and n > 1:
-        return sig[b]
-    return sig
+        sig = sig[b]
+    return sig, obj
+
+
+def _criterion(pix, clu):
+    """Panel subtitle with the thresholds of the tests drawn, e.g. 'z >= 3.30, >= 861 px'."""
+    parts = []
+    if pix is not None and hasattr(pix, "threshold"):
+        parts.append(f"pixel z ≥ {pix.threshold:.2f}")
+    if clu is not None and hasattr(clu, "min_cluster_size"):
+        parts.append(f"cluster ≥ {clu.min_cluster_size:.0f} px")
+    text = ", ".join(parts)
+    if any(getattr(t, "warnings", None) for t in (pix, clu)):
+        text += "\nRFT conditions not met (see warnings)"
+    return text
 
 
 def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
@@ -61,9 +86,10 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
         (H, W) or (bands, H, W) z map; a many-target image shows ``target``.
     background : ndarray (H, W), optional
         Mean stimulus (grey, [0, 1]) drawn under the z map.
-    pixel, cluster : PixelTest / ClusterTest or bool ndarray, optional
+    pixel, cluster : PixelTest / ClusterTest, bool ndarray, or a list of them, optional
         Significant pixels are outlined in solid (pixel test) and dashed (cluster test)
-        black contours.
+        black contours; a list gives one test per band. The thresholds of test objects
+        are written under each panel's title, and a caption says what the contours are.
     target : int, optional
     title : str, optional
     vmax : float, optional
@@ -96,27 +122,39 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
     top = max(float(np.nanmax(np.abs(m))) for m in maps)
     vmax = float(vmax) if vmax is not None else max(3.0, top)
     n = len(maps)
-    fig = Figure(figsize=(3.2 * n + 0.8, 3.6), dpi=100)
+    width = 3.2 * n + 0.8
+    fig = Figure(figsize=(width, 3.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, n, squeeze=False)[0]
     im = None
+    p_values = set()
     for b, (ax, m, label) in enumerate(zip(axes, maps, labels)):
         if background is not None:
             ax.imshow(background, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         im = ax.imshow(m, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest",
                        alpha=alpha if background is not None else 1.0)
-        for test, style in ((pixel, "solid"), (cluster, "dashed")):
-            sig = _per_band(test, b, n)
+        tests = {}
+        for name, test, style in (("pixel", pixel, "solid"), ("cluster", cluster, "dashed")):
+            sig, tests[name] = _per_band(test, b, n, name)
+            if tests[name] is not None:
+                p_values.add(tests[name].p)
             if sig is not None and sig.any() and sig.shape == m.shape:
                 ax.contour(sig.astype(float), levels=[0.5], colors="k",
                            linewidths=1.2, linestyles=style)
-        ax.set_title(label, fontsize=9)
+        ax.set_title("\n".join(t for t in (label, _criterion(tests["pixel"],
+                                                              tests["cluster"])) if t),
+                     fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     cbar = fig.colorbar(im, ax=list(axes), shrink=0.85)
     cbar.set_label("z")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(textwrap.fill(title, int(width * 11)), fontsize=10)
+    if pixel is not None or cluster is not None:
+        drawn = [w for w, t in (("solid: pixel test", pixel), ("dashed: cluster test",
+                                                                  cluster)) if t is not None]
+        p_txt = f" (p = {p_values.pop():g}, family-wise)" if len(p_values) == 1 else ""
+        fig.supxlabel(", ".join(drawn) + p_txt, fontsize=7)
     return fig
 
 

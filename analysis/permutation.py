@@ -111,6 +111,8 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     p : float
     method : {'regression', 'median_split'}
     n_permutations : int
+        At least ``1 / p - 1`` (19 for p = .05), since no p-value can fall below
+        ``1 / (n_permutations + 1)``.
     cluster_threshold : float
         Cluster-forming z threshold.
     search_region : ndarray of bool, optional
@@ -142,8 +144,11 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     from .ci import _engine, _as_center_maps, _check_responses  # late: ci imports stats
 
     p = _check_p(p)
-    if not (isinstance(n_permutations, (int, np.integer)) and n_permutations >= 1):
-        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
+    least = math.ceil(1 / p - 1 - 1e-9)   # the smallest p-value is 1 / (B + 1)
+    if not (isinstance(n_permutations, (int, np.integer)) and n_permutations >= least):
+        raise ValueError(f"n_permutations must be an integer >= {least} for p = {p:g} "
+                         "(with B permutations no p-value is below 1 / (B + 1)), got "
+                         f"{n_permutations!r}")
     if method not in ("regression", "median_split"):
         raise ValueError("'method' must be one of ['regression', 'median_split'] for a "
                          f"permutation test. {method!r} was provided.")
@@ -154,7 +159,8 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     r = _check_responses(responses, maps[0].shape[0])
     if r.ndim != 1:
         raise ValueError(f"responses must be 1-D (one observer) for permutation_test, "
-                         f"got shape {r.shape}")
+                         f"got shape {r.shape}; test each target's column on its own, or "
+                         "use classification_image (analytic z) with pixel_test")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     perms = np.stack([rng.permutation(r) for _ in range(n_permutations)], axis=1)
     region = (np.asarray(search_region, bool) if search_region is not None

@@ -23,7 +23,8 @@ of cerebral activation. Human Brain Mapping 4, 58-73.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage, optimize, special, stats
@@ -32,7 +33,7 @@ __all__ = [
     "PixelTest", "ClusterTest", "Cluster", "PermutationTest",
     "pixel_test", "cluster_test", "permutation_test",
     "pixel_threshold", "cluster_size_threshold", "resels", "ec_density",
-    "sigma_to_fwhm",
+    "rft_warnings", "sigma_to_fwhm",
 ]
 
 _FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
@@ -186,8 +187,10 @@ def _prepare(z, search_region, ndim):
     n = int(region.sum())
     if n == 0:
         raise ValueError("search_region must contain at least one pixel, got none")
-    if not np.all(np.isfinite(z[..., region])):
-        raise ValueError("z must be finite inside the search region")
+    bad = ~np.isfinite(z[..., region])
+    if bad.any():
+        raise ValueError(f"z must be finite inside the search region, got {int(bad.sum())} "
+                         "NaN/inf value(s) there")
     return z, region, ndim, n
 
 
@@ -195,6 +198,43 @@ def _check_tail(tail):
     if tail not in _TAILS:
         raise ValueError(f"'tail' must be one of {list(_TAILS)}. {tail!r} was provided.")
     return tail
+
+
+def rft_warnings(n_pixels, fwhm, ndim=2):
+    """Reasons why random field theory is not valid for this search region, or [].
+
+    Stat4Ci's validity conditions (Chauvin et al. 2005): FWHM of at least about 5 px,
+    and a search region larger than about 3 FWHM across (2-D: the diameter
+    ``2 sqrt(N / pi)`` of the disk of the same area; 1-D: its length).
+
+    Examples
+    --------
+    >>> rft_warnings(36798, sigma_to_fwhm(20))
+    []
+    >>> len(rft_warnings(256 * 256, sigma_to_fwhm(92.8)))
+    1
+    """
+    out = []
+    if fwhm < 5.0:
+        out.append(f"FWHM {fwhm:.2f} px is below the 5 px that random field theory needs "
+                   "(Chauvin et al. 2005): its p-values are not reliable for so rough a "
+                   "map; use permutation_test")
+    across = float(n_pixels) if ndim == 1 else 2 * math.sqrt(n_pixels / math.pi)
+    if across < 3 * fwhm:
+        out.append(f"the search region ({int(n_pixels)} px, about {across:.0f} px across) "
+                   f"spans {across / fwhm:.1f} FWHM (FWHM {fwhm:.1f} px), below the 3 FWHM "
+                   "that random field theory needs (Chauvin et al. 2005): its thresholds "
+                   "are not reliable; use a smaller sigma, a larger region or "
+                   "permutation_test")
+    return out
+
+
+def _setup(z, sigma, p, tail, search_region, ndim):
+    """Checks shared by the pixel and cluster tests, and the RFT validity notes."""
+    sigma, p, tail = _check_sigma(sigma), _check_p(p), _check_tail(tail)
+    z, region, ndim, n = _prepare(z, search_region, ndim)
+    fwhm = sigma_to_fwhm(sigma)
+    return z, region, ndim, n, sigma, p, tail, fwhm, rft_warnings(n, fwhm, ndim)
 
 
 def _tail_maps(z, tail):
@@ -220,6 +260,9 @@ class PixelTest:
     p_values : ndarray of float, shaped like z
         Family-wise corrected p-value of each pixel: ``min(1, RFT P(max Z >= |z|),
         Bonferroni N (1 - Phi(|z|)))``, doubled for ``tail='both'``; 1 outside the region.
+    warnings : list of str
+        Why random field theory may not be valid here (:func:`rft_warnings`); empty
+        when its conditions hold. The same messages are issued as ``UserWarning``.
     """
 
     threshold: float
@@ -233,6 +276,7 @@ class PixelTest:
     n_pixels: int
     resels: list
     tail: str = "upper"
+    warnings: list = field(default_factory=list)
 
     @property
     def n_significant(self):
@@ -245,7 +289,7 @@ class PixelTest:
                 "bonferroni_threshold": self.bonferroni_threshold, "p": self.p,
                 "sigma": self.sigma, "fwhm": self.fwhm, "n_pixels": self.n_pixels,
                 "resels": list(self.resels), "tail": self.tail,
-                "n_significant": self.n_significant}
+                "n_significant": self.n_significant, "warnings": list(self.warnings)}
 
 
 def pixel_test(z, sigma, p=0.05, *, search_region=None, tail="upper", ndim=None):
@@ -281,11 +325,10 @@ def pixel_test(z, sigma, p=0.05, *, search_region=None, tail="upper", ndim=None)
     ----------
     Chauvin et al. (2005), J. Vis. 5(9):1. :doi:`10.1167/5.9.1`
     """
-    sigma = _check_sigma(sigma)
-    p = _check_p(p)
-    tail = _check_tail(tail)
-    z, region, ndim, n = _prepare(z, search_region, ndim)
-    fwhm = sigma_to_fwhm(sigma)
+    z, region, ndim, n, sigma, p, tail, fwhm, notes = _setup(z, sigma, p, tail,
+                                                             search_region, ndim)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     p_tail = p / 2 if tail == "both" else p
     thr, rft, bonf = pixel_threshold(n, fwhm, p_tail, ndim=ndim)
     res = resels(n, fwhm, ndim)
@@ -300,7 +343,7 @@ def pixel_test(z, sigma, p=0.05, *, search_region=None, tail="upper", ndim=None)
     return PixelTest(threshold=float(thr), rft_threshold=float(rft),
                      bonferroni_threshold=float(bonf), significant=significant,
                      p_values=pv, p=p, sigma=sigma, fwhm=fwhm, n_pixels=n,
-                     resels=res, tail=tail)
+                     resels=res, tail=tail, warnings=notes)
 
 
 @dataclass
@@ -345,6 +388,9 @@ class ClusterTest:
         Every cluster, largest first, with its size, peak, centroid and p-value.
     labels : ndarray of int, shaped like z
         Cluster labels (0 = background) per map, numbered as ``clusters`` per map.
+    warnings : list of str
+        Why random field theory may not be valid here, including a critical size of
+        0 px (fewer expected clusters than p: every cluster counts as significant).
     """
 
     min_cluster_size: float
@@ -359,6 +405,7 @@ class ClusterTest:
     resels: list
     connectivity: int
     tail: str = "upper"
+    warnings: list = field(default_factory=list)
 
     @property
     def significant_clusters(self):
@@ -369,7 +416,7 @@ class ClusterTest:
                 "threshold": self.threshold, "p": self.p, "sigma": self.sigma,
                 "fwhm": self.fwhm, "n_pixels": self.n_pixels,
                 "resels": list(self.resels), "connectivity": self.connectivity,
-                "tail": self.tail,
+                "tail": self.tail, "warnings": list(self.warnings),
                 "clusters": [c.to_dict() for c in self.clusters]}
 
 
@@ -437,16 +484,22 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
     ----------
     Chauvin et al. (2005), J. Vis. 5(9):1. :doi:`10.1167/5.9.1`
     """
-    sigma = _check_sigma(sigma)
-    p = _check_p(p)
-    tail = _check_tail(tail)
-    if not np.isfinite(threshold):
+    if not (np.isscalar(threshold) and np.isfinite(threshold)):
         raise ValueError(f"threshold must be a finite z value, got {threshold!r}")
-    z, region, ndim, n = _prepare(z, search_region, ndim)
+    z, region, ndim, n, sigma, p, tail, fwhm, notes = _setup(z, sigma, p, tail,
+                                                             search_region, ndim)
     structure = _structure(ndim, connectivity)
-    fwhm = sigma_to_fwhm(sigma)
     p_tail = p / 2 if tail == "both" else p
     kmin = cluster_size_threshold(n, fwhm, p_tail, threshold=threshold, ndim=ndim)
+    if kmin == 0.0:
+        expected = resels(n, fwhm, ndim)[ndim] * float(ec_density(threshold, ndim))
+        notes = notes + [f"critical cluster size is 0 px: the region holds only "
+                         f"{expected:.3g} expected clusters above t_C {threshold:g}, fewer "
+                         f"than p {p_tail:g} allows, so every cluster counts as "
+                         "significant; the region is too small for the cluster test at "
+                         f"FWHM {fwhm:.1f} px"]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     res = resels(n, fwhm, ndim)
     lead = z.shape[: z.ndim - ndim]
     labels = np.zeros(z.shape, np.int32)
@@ -475,7 +528,8 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
     return ClusterTest(min_cluster_size=float(kmin), threshold=float(threshold),
                        significant=significant, clusters=clusters, labels=labels, p=p,
                        sigma=sigma, fwhm=fwhm, n_pixels=n, resels=res,
-                       connectivity=int(structure.sum() - 1), tail=tail)
+                       connectivity=int(structure.sum() - 1), tail=tail,
+                       warnings=notes)
 
 
 # the distribution-free alternative lives in its own module; importable from here too

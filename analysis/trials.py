@@ -158,7 +158,8 @@ class TrialTable:
                     for band in per_band]
         n = len(per_band[0])
         if any(len(b) != n for b in per_band):
-            raise ValueError("centers of every band must cover the same number of trials")
+            raise ValueError("centers of every band must cover the same number of trials, "
+                             f"got {[len(b) for b in per_band]} trials per band")
         data = {}
         for name, values in columns.items():
             values = np.asarray(values)

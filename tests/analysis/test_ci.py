@@ -136,6 +136,20 @@ def test_multiscale_gives_one_map_per_band(rng):
     assert many.z.shape == (4, 3, 32, 32)
 
 
+def test_band_without_bubbles_warns(rng):
+    # the 2001 design with 60 bubbles puts none in the coarsest band: (45, 11, 3, 1, 0)
+    spec = BubbleSpec(shape=(32, 32), sigma=1.0, n_bubbles=60, bands=5)
+    assert spec.n_per_band[-1] == 0
+    c = sample_centers(spec, 0, 50)
+    with pytest.warns(UserWarning, match=r"band 5 of 5 \(sigma 16 px\) has no bubbles"):
+        ci = classification_image(spec, c, rng.normal(size=50), progress=False)
+    assert np.all(ci.z[4] == 0) and np.abs(ci.z[0]).max() > 0
+    from analysis.figures import plot_diagnostic_image
+    titles = [a.get_title() for a in plot_diagnostic_image(ci).axes[:5]]
+    assert titles[4] == "band 5 (sigma 16 px), no bubbles"
+    assert not any("no bubbles" in t for t in titles[:4])
+
+
 def test_occlude_polarity_flips_sign(small_centers, rng):
     r = rng.normal(size=400)
     reveal = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=5)
@@ -172,8 +186,17 @@ def test_input_errors(small_spec, small_centers):
         classification_image(small_spec, small_centers, bad)
     with pytest.raises(ValueError, match="responses must be numeric"):
         classification_image(small_spec, small_centers, np.array(["a"] * 400))
-    with pytest.raises(ValueError, match="responses are constant"):
+    with pytest.raises(ValueError, match=r"responses are constant \(every trial is 1\)"
+                       ".*all-correct session"):
         classification_image(small_spec, small_centers, np.ones(400))
+    with pytest.raises(ValueError, match="null='permutation' needs 1-D responses"):
+        classification_image(small_spec, small_centers, np.c_[r, 1 - r],
+                             null="permutation")
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
+        classification_image(small_spec, small_centers, r, chunk_size=0)
+    with pytest.raises(ValueError, match="n_permutations must be an integer >= 2"):
+        classification_image(small_spec, small_centers, r, null="permutation",
+                             n_permutations=0)
     with pytest.raises(ValueError, match="targets must name every response column"):
         classification_image(small_spec, small_centers, np.c_[r, 1 - r], targets=["a"])
     with pytest.raises(TypeError, match="spec must be a bubbles.BubbleSpec"):

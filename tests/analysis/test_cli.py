@@ -33,6 +33,15 @@ def test_analyze_refuses_to_overwrite(session_csv, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["method"] == "median_split"
 
 
+def test_analyze_proportion_says_its_tests_are_descriptive(session_csv, tmp_path):
+    out = tmp_path / "p"
+    assert analyze([str(session_csv), "--out", str(out), "--method", "proportion",
+                    "--quiet"]) == 0
+    warned = json.loads((out / "summary.json").read_text())["warnings"]
+    assert len(warned) == 1
+    assert warned[0].startswith("method 'proportion' is z-scored across the pixels")
+
+
 def test_analyze_multiscale_session(tmp_path, make_session):
     spec = BubbleSpec(shape=(32, 32), sigma=1.5, n_bubbles=12, bands=3)
     path = make_session(tmp_path, spec, n_trials=30)
@@ -41,6 +50,29 @@ def test_analyze_multiscale_session(tmp_path, make_session):
         assert data["z"].shape == (3, 32, 32)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert [b["sigma"] for b in summary["bands"]] == [1.5, 3.0, 6.0]
+
+
+def test_analyze_reports_rft_validity_and_blocks(tmp_path, make_session, capsys):
+    # 48 px at sigma 2 / 4 / 8: band 1 has FWHM 4.71 < 5 px, band 3 spans 2.9 FWHM < 3
+    spec = BubbleSpec(shape=(48, 48), sigma=2.0, n_bubbles=12, bands=3)
+    path = make_session(tmp_path, spec, n_trials=40)
+    text = path.read_text().replace(",main,", ",practice,", 5)   # first 5 trials
+    path.write_text(text)
+    assert analyze([str(path), "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "band 1 (sigma 2 px): pixel test" in captured.out
+    warned = json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"]
+    assert len(warned) == 3 and captured.err.count("bubbles analyze: warning:") == 3
+    assert warned[0].startswith("analysing the trials of all blocks ['main', 'practice']")
+    assert warned[1].startswith("band 1 of 3: FWHM 4.71 px is below the 5 px")
+    assert warned[2].startswith("band 3 of 3: the search region (2304 px, about 54 px "
+                                "across) spans 2.9 FWHM")
+    out = tmp_path / "main"
+    assert analyze([str(path), "--out", str(out), "--block", "main", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials"] == 35 and not any("blocks" in w for w in summary["warnings"])
+    assert analyze([str(path), "--out", str(tmp_path / "x"), "--block", "mian"]) == 1
+    assert "blocks are ['main', 'practice']" in capsys.readouterr().err
 
 
 def test_analyze_errors(session_csv, tmp_path, capsys):

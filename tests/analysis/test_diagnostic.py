@@ -41,7 +41,7 @@ def test_to_png_and_figure_panels(tmp_path, rng):
     assert len(fig.axes) == 4        # three bands + colour bar
     z = np.zeros((32, 32))
     z[10:20, 10:20] = 5
-    pix, clu = pixel_test(z, 2.0), cluster_test(z, 2.0)
+    pix, clu = pixel_test(z, 2.5), cluster_test(z, 2.5)
     path = DiagnosticImage(z, "regression", None, 10).to_png(
         tmp_path / "a.png", background=np.full((32, 32), 0.5), pixel=pix, cluster=clu)
     assert path.stat().st_size > 1000
@@ -49,4 +49,24 @@ def test_to_png_and_figure_panels(tmp_path, rng):
         DiagnosticImage(z, "regression", None, 10).to_png(path, overwrite=False)
     with pytest.raises(ValueError, match="background must have the map's shape"):
         plot_diagnostic_image(z, background=np.zeros((4, 4)))
+    # a scientist reads the thresholds on the panel and what the contours mean below
+    fig = plot_diagnostic_image(z, pixel=pix, cluster=clu)
+    assert fig.axes[0].get_title() == (f"pixel z ≥ {pix.threshold:.2f}, cluster ≥ "
+                                       f"{clu.min_cluster_size:.0f} px")
+    assert [t.get_text() for t in fig.texts] == [
+        "solid: pixel test, dashed: cluster test (p = 0.05, family-wise)"]
+    assert plot_diagnostic_image(z).texts == []
+    # one test per band for a multi-scale image, each panel with its own threshold
+    zb = np.stack([z, z, z])
+    tests = [pixel_test(zb[b], s) for b, s in enumerate((2.5, 3.0, 4.0))]
+    fig = plot_diagnostic_image(ci, pixel=tests)
+    assert [a.get_title().split("\n")[1] for a in fig.axes[:3]] == [
+        f"pixel z ≥ {t.threshold:.2f}" for t in tests]
+    assert fig.axes[2].get_title().startswith("band 3 (sigma 6 px)")
+    with pytest.warns(UserWarning, match="spans 1.5 FWHM"):
+        coarse = pixel_test(z, 10.0)
+    title = plot_diagnostic_image(z, pixel=coarse).axes[0].get_title()
+    assert title.endswith("\nRFT conditions not met (see warnings)")
+    with pytest.raises(ValueError, match=r"pixel must give one test per band \(3\), got 2"):
+        plot_diagnostic_image(ci, pixel=tests[:2])
     assert plt.get_fignums() == before

@@ -109,8 +109,11 @@ def test_permutation_test_detects_signal(small_spec, rng):
                     atol=1e-6)
     with pytest.raises(ValueError, match="responses must be 1-D"):
         permutation_test(small_spec, c, np.c_[r, r])
-    with pytest.raises(ValueError, match="n_permutations must be an integer >= 1"):
-        permutation_test(small_spec, c, r, n_permutations=0)
+    with pytest.raises(ValueError, match=r"n_permutations must be an integer >= 19 for "
+                       r"p = 0.05 .*got 10"):
+        permutation_test(small_spec, c, r, n_permutations=10)
+    assert permutation_test(small_spec, c, r, 0.1, n_permutations=9,
+                            progress=False).max_null.shape == (9,)
 
 
 def test_simulate_session_errors(planted):

@@ -1,5 +1,7 @@
 """Random-field statistics: the published Stat4Ci numbers and the test objects."""
 
+import warnings
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -100,8 +102,8 @@ def test_cluster_connectivity():
     z = np.zeros((40, 40))
     z[10:15, 10:15] = 3.0
     z[15:20, 15:20] = 3.0   # touches the first block only at a corner
-    assert len(cluster_test(z, 2.0, connectivity=8).clusters) == 1
-    assert len(cluster_test(z, 2.0, connectivity=4).clusters) == 2
+    assert len(cluster_test(z, 2.2, connectivity=8).clusters) == 1
+    assert len(cluster_test(z, 2.2, connectivity=4).clusters) == 2
 
 
 def test_one_dimensional_tests():
@@ -141,3 +143,28 @@ def test_cluster_test_errors():
         cluster_test(np.zeros((16, 16)), 3, connectivity=6)
     with pytest.raises(ValueError, match="z must be finite"):
         cluster_test(np.full((16, 16), np.nan), 3)
+
+
+def test_rft_validity_warnings():
+    # REFERENCES section 2: search region > ~3 FWHM across, FWHM > ~5 px
+    z = np.zeros((256, 256))
+    z[100:140, 100:140] = 3.0
+    # the coarsest band of the 2001 design: sigma 92.8 px, FWHM 218.5 px in 256 px
+    with pytest.warns(UserWarning, match="spans 1.3 FWHM"):
+        pix = pixel_test(z, 92.8)
+    assert len(pix.warnings) == 1 and pix.to_dict()["warnings"] == pix.warnings
+    with pytest.warns(UserWarning) as record:
+        clu = cluster_test(z, 92.8)
+    assert [str(w.message) for w in record] == clu.warnings
+    assert clu.min_cluster_size == 0.0 and len(clu.warnings) == 2
+    assert "critical cluster size is 0 px" in clu.warnings[1]
+    with pytest.warns(UserWarning, match="FWHM 3.53 px is below the 5 px"):
+        assert len(pixel_test(z, 1.5).warnings) == 1
+    # the Stat4Ci face region at sigma 20 and the 1-D example are valid: no warning
+    region = np.zeros((256, 256), bool)
+    region[20:236, 35:205] = True          # 36,720 px, close to the face's 36,798
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pixel_test(z, 20, search_region=region).warnings == []
+        assert cluster_test(z, 20, search_region=region).warnings == []
+        assert pixel_test(np.zeros(257), 11.8 / np.sqrt(8 * np.log(2))).warnings == []
