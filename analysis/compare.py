@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -406,6 +407,13 @@ def compare(a, b, *, trials=None, response="correct", sigma=0.0, region=None,
     value = res.ceiling["sqrt_r_sb"] if ceiling == "sqrt" else res.ceiling["r_sb"]
     res.ceiling.update(value=value, kind=ceiling)
     res.score = float(pear[best] / value) if value > 0 else None
+    if ceiling == "sqrt" and res.score is not None and res.score > 1.25:   # ~1: true model
+        warnings.warn(
+            f"score over ceiling is {res.score:.2f}, well above 1: the split-half ceiling "
+            f"of a (r_half {res.ceiling['r_half']:.3f} from {len(r)} trials) is too noisy "
+            "to bound the score; smooth maps (coarse bands) have few independent pixels. "
+            "Collect more trials or compare inside a region / band by band",
+            UserWarning, stacklevel=2)
     if n_permutations:
         null = permutation_null(spec, centers, r, zb, n_permutations=n_permutations,
                                 seed=seed + 1, sigma=sigma, region=region, method=method)
@@ -421,7 +429,7 @@ PANEL_ORDER = ("human", "model observer", "best unit", "occlusion", "saliency",
                "integrated gradients")
 
 
-def figure(panels, path=None, *, background=None, titles=None, dpi=100):
+def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi=100):
     """Maps side by side: human, model observer, best unit, occlusion, saliency, IG.
 
     Parameters
@@ -434,6 +442,8 @@ def figure(panels, path=None, *, background=None, titles=None, dpi=100):
         Grey image drawn under every map.
     titles : dict, optional
         name -> extra line (e.g. the correlation with the human map).
+    caption : str, optional
+        A line under the panels (what the colours mean).
 
     Returns
     -------
@@ -447,7 +457,7 @@ def figure(panels, path=None, *, background=None, titles=None, dpi=100):
     rank = {name: i for i, name in enumerate(PANEL_ORDER)}
     panels = dict(sorted(panels.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     n = len(panels)
-    fig = Figure(figsize=(2.6 * n, 3.2))
+    fig = Figure(figsize=(2.6 * n, 3.4))
     FigureCanvasAgg(fig)
     for i, (name, m) in enumerate(panels.items()):
         m = np.asarray(m, dtype=np.float64)
@@ -462,11 +472,30 @@ def figure(panels, path=None, *, background=None, titles=None, dpi=100):
         else:
             ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
         extra = (titles or {}).get(name)
-        ax.set_title(name if not extra else f"{name}\n{extra}", fontsize=7)
-    fig.tight_layout()
+        ax.set_title(name if not extra else f"{name}\n{extra}", fontsize=8)
+    if caption:
+        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig
+
+
+def _background(path, trials, shape):
+    """--background file, else the mean of the faces of A's session (as ``bubbles
+    analyze`` draws it), else None."""
+    from .cli import _load_background, _session_background
+
+    if path and str(path).endswith(".npy"):
+        bg = np.load(path)
+        if bg.shape != tuple(shape):
+            raise ValueError(f"--background {path} has shape {bg.shape}, the maps "
+                             f"{tuple(shape)}")
+        return bg
+    if path:
+        return _load_background(path, shape)
+    bg = _session_background(trials) if trials is not None else None
+    return bg if bg is not None and bg.shape == tuple(shape) else None
 
 
 # -- command line --------------------------------------------------------------------
@@ -492,7 +521,8 @@ def _parser():
     p.add_argument("--panel", action="append", default=[], metavar="NAME=STEM",
                    help="extra figure panel, e.g. occlusion=out/occlusion_id00_happy "
                         "(repeat; model observer, occlusion, saliency, integrated gradients)")
-    p.add_argument("--background", help=".npy grey image (H, W) drawn under the maps")
+    p.add_argument("--background", help="grey image (H, W) drawn under the maps (.npy or "
+                   "an image file); default: the mean of the faces of A's session")
     p.add_argument("--label-a", default="human", help="panel name of A")
     p.add_argument("--label-b", default=None, help="panel name of B (default: 'model "
                    "observer' for one map, 'best unit' for many)")
@@ -523,28 +553,36 @@ def main(argv=None) -> int:
         res = compare(a, b, trials=trials, response=args.response, sigma=args.sigma,
                       n_permutations=args.n_permutations, n_splits=args.n_splits,
                       seed=args.seed, ceiling=args.ceiling)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = res.to_dict()
-        summary.update(a=str(args.a), b=str(args.b), trials=source)
-        (out / "compare.json").write_text(json.dumps(summary, indent=2))
-        za, _ = _targets(a)
+        za = _targets(a)[0][0]
         zb, names = _targets(b)
         label = args.label_b or ("model observer" if len(zb) == 1 else "best unit")
-        panels = {args.label_a: za[0], label: zb[res.best]}
+        panels = {args.label_a: za, label: zb[res.best]}
         titles = {label: f"{names[res.best] if len(zb) > 1 else ''} "
                          f"r={res.pearson[res.best]:.2f}".strip()}
+        panel_r = {}                    # Pearson r of each extra panel with A
         for item in args.panel:
             name, sep, stem = item.partition("=")
             if not sep:
                 raise ValueError(f"--panel must be NAME=STEM, got {item!r}")
-            zp, _ = _targets(load_image(stem))
+            zp = _targets(load_image(stem))[0][0]
             if zp.shape[-2:] != za.shape[-2:]:
                 zp = _resample(zp, za.shape[-2:])
-            panels[name] = zp[0]
-            if zp[0].shape == za.shape:
-                titles[name] = f"r={correlate(za, zp[0], sigma=args.sigma)[0]:.2f}"
-        bg = np.load(args.background) if args.background else None
-        figure(panels, out / "compare.png", background=bg, titles=titles)
+            panels[name] = zp
+            if zp.shape == za.shape:
+                panel_r[name] = correlate(za, zp, sigma=args.sigma)[0]
+                titles[name] = f"r={panel_r[name]:.2f}"
+            elif zp.ndim == 2:          # a one-scale map against a multi-band one
+                panel_r[name] = correlate(za.sum(axis=0), zp, sigma=args.sigma)[0]
+                titles[name] = f"r={panel_r[name]:.2f} (with the band sum)"
+        out.mkdir(parents=True, exist_ok=True)
+        summary = res.to_dict()
+        summary.update(a=str(args.a), b=str(args.b), trials=source, panels=panel_r)
+        (out / "compare.json").write_text(json.dumps(summary, indent=2))
+        bg = _background(args.background, trials, za.shape[-2:])
+        figure(panels, out / "compare.png", background=bg, titles=titles,
+               caption=f"reference: {args.a}; red = positive (diagnostic), each panel "
+                       "scaled to its own max |value|; multi-band maps show the sum of "
+                       "their bands; r = Pearson r with the reference")
     except (ValueError, FileNotFoundError) as exc:
         print(f"bubbles compare: error: {exc}", file=sys.stderr)
         return 2

@@ -176,6 +176,14 @@ class Readout:
         return cols
 
 
+def _bar(items, progress, desc):
+    """tqdm over the targets when there are several (one pass of captum each)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, disable=not progress or len(items) < 2, desc=desc, unit="target",
+                leave=False)
+
+
 def _pick(out: torch.Tensor, col) -> torch.Tensor:
     if isinstance(col, list):
         rows = torch.arange(out.shape[0], device=out.device)
@@ -206,6 +214,8 @@ def perturbation(model, images, perturbed, *, layer=None, units=None, preprocess
     --------
     >>> d = perturbation(model, img, apply_bubbles(img, masks))  # doctest: +SKIP
     """
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     x = _as_images(images)
     xp = _as_images(perturbed)
     if x.shape[0] not in (1, xp.shape[0]) or x.shape[1:] != xp.shape[1:]:
@@ -320,11 +330,12 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
 
 
 def saliency(model, images, target=None, *, layer=None, units=None, preprocess=None,
-             device=None) -> np.ndarray:
+             device=None, progress=True) -> np.ndarray:
     """Gradient saliency ``|dS/dX|`` (Simonyan et al. 2014) via ``captum.attr.Saliency``.
 
     Parameters are those of :func:`occlusion`; the score S is the unnormalised class
     score (logit) or the unit's activation. Colour images take the max over channels.
+    ``progress`` shows a tqdm bar over the targets (one backward pass each).
 
     Returns
     -------
@@ -339,7 +350,7 @@ def saliency(model, images, target=None, *, layer=None, units=None, preprocess=N
     cols = read.columns(target, xt)
     sal = Saliency(read)
     maps = []
-    for col in cols:
+    for col in _bar(cols, progress, "saliency"):
         t = torch.as_tensor(col, device=read.device) if isinstance(col, list) else col
         a = sal.attribute(xt.clone().requires_grad_(True), target=t, abs=True).detach()
         if a.ndim == 4:
@@ -376,8 +387,8 @@ class IGResult:
 
 def integrated_gradients(model, images, target=None, *, layer=None, units=None,
                          baseline=0.5, n_steps=50, method="gausslegendre",
-                         internal_batch_size=None, preprocess=None, device=None,
-                         tolerance=0.05) -> IGResult:
+                         internal_batch_size=64, preprocess=None, device=None,
+                         tolerance=0.05, progress=True) -> IGResult:
     """Integrated gradients (Sundararajan et al. 2017) via captum, with completeness.
 
     ``IG_i = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x'))/dx_i da``; completeness
@@ -396,10 +407,15 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
     method : str
         'gausslegendre' (default), 'riemann_trapezoid', 'riemann_left', 'riemann_right'
         or 'riemann_middle'.
-    internal_batch_size : int, optional
-        Bounds memory (captum splits the ``N * n_steps`` path points).
+    internal_batch_size : int or None
+        Path points per forward/backward pass (captum splits the ``N * n_steps``
+        points into passes of this size), so memory stays bounded at many steps;
+        default 64. None runs all points in one pass (fastest, memory grows with
+        ``N * n_steps``).
     tolerance : float
         Relative completeness gap above which to warn.
+    progress : bool
+        Show a tqdm bar over the targets (one path integral each).
 
     Returns
     -------
@@ -413,6 +429,10 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
         raise ValueError(f"method must be one of {list(methods)}; {method!r} was provided")
     if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 2:
         raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
+    ibs = internal_batch_size
+    if ibs is not None and (isinstance(ibs, bool) or int(ibs) != ibs or ibs < 1):
+        raise ValueError(f"internal_batch_size must be None or an integer >= 1, got "
+                         f"{internal_batch_size!r}")
     x = _as_images(images)
     read = Readout(model, layer, units, preprocess=preprocess, device=device)
     xt = torch.from_numpy(x).to(read.device)
@@ -429,7 +449,7 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
     cols = read.columns(target, xt)
     ig = IntegratedGradients(read)
     maps, gaps, diffs = [], [], []
-    for col in cols:
+    for col in _bar(cols, progress, "integrated gradients"):
         t = torch.as_tensor(col, device=read.device) if isinstance(col, list) else col
         a, delta = ig.attribute(xt, baselines=base, target=t, n_steps=int(n_steps),
                                 method=method, internal_batch_size=internal_batch_size,

@@ -70,12 +70,16 @@ def _units(text):
     """'all' | '3' | '0:8' | '1,4,9' -> as accepted by ann_bridge.record.as_units."""
     if text in (None, "", "all"):
         return None
-    if ":" in text:
-        a, _, b = text.partition(":")
-        return slice(int(a) if a else None, int(b) if b else None)
-    if "," in text:
-        return [int(x) for x in text.split(",") if x]
-    return int(text)
+    try:
+        if ":" in text:
+            a, _, b = text.partition(":")
+            return slice(int(a) if a else None, int(b) if b else None)
+        if "," in text:
+            return [int(x) for x in text.split(",") if x]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--units must be 'all', an index '3', a slice '0:8' or a list "
+                         f"'1,4,9', got {text!r}") from None
 
 
 def _common(p, *, stimulus_help):
@@ -90,6 +94,7 @@ def _common(p, *, stimulus_help):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true", help="replace existing outputs in --out")
 
 
 def _parser():
@@ -152,6 +157,17 @@ def _spec(args, shape):
                       bands=args.bands or None)
 
 
+def _check_free(stems, force):
+    """Refuse, before any work, to replace outputs unless --force."""
+    if force:
+        return
+    for stem in stems:
+        for ext in (".npz", ".json", ".png"):
+            path = Path(str(stem) + ext)
+            if path.exists():
+                raise FileExistsError(f"{path} exists; use --force to replace it")
+
+
 def _train(args):
     from .model import DEFAULT_WEIGHTS, save_model, sha256
     from .train import checkpoint_info, train
@@ -180,23 +196,31 @@ def _probe(args):
     from .probe import diagnostic_images
     from .record import Units
 
+    stem = Path(args.out) / (args.name or f"probe_{args.layer.replace('.', '_')}")
+    _check_free([stem], args.force)
     imgs, ids = _images(args)
     model = load_any_model(args.model, device=args.device or "cpu")
     spec = _spec(args, imgs.shape[1:])
     units = _units(args.units)
     if args.position:
-        r, c = (int(x) for x in args.position.split(","))
+        try:
+            r, c = (int(x) for x in args.position.split(","))
+        except ValueError:
+            raise ValueError(f"--position must be 'row,col' in the feature map, got "
+                             f"{args.position!r}") from None
         units = Units(channels=units, position=(r, c))
     ci = diagnostic_images(model, args.layer, imgs, spec, args.n_masks, args.seed, units,
                            args.batch_size, device=args.device, method=args.method,
                            response=args.response, progress=not args.quiet)
     ci.info["stimuli"] = ids
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / (args.name or f"probe_{args.layer.replace('.', '_')}")
-    ci.save(stem)
-    _montage(ci.z if ci.z.ndim == 3 else ci.z[None], ci.info.get("targets"),
-             str(stem) + ".png", background=imgs.mean(axis=0))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    ci.save(stem, overwrite=args.force)
+    bands = ci.z.ndim == 4                       # (units, bands, H, W): show the band sum
+    what = f"z, sum of the {ci.z.shape[1]} bands" if bands else "z"
+    _montage(ci.z.sum(axis=1) if bands else ci.z, ci.info.get("targets"),
+             str(stem) + ".png", background=imgs.mean(axis=0), label="z",
+             title=f"bubbles probe of {args.layer}: diagnostic image ({what}) per unit, "
+                   f"{ci.n_trials} masks; red = revealing the region raises the unit")
     z = ci.z.reshape(ci.z.shape[0], -1)
     best = np.argsort(-np.abs(z).max(axis=1))[:5]
     print(f"{len(z)} units of {args.layer}, {ci.n_trials} masks -> {stem}.npz/.json/.png")
@@ -205,27 +229,70 @@ def _probe(args):
     return 0
 
 
-def _montage(maps, names, path, background=None, ncol=8):
+def _montage(maps, names, path, *, background=None, title="", label="z", limit=32):
+    """PNG of maps (n, H, W) over ``background``: one large panel with a colour bar, or
+    a grid of at most ``limit`` (the strongest by max |value|), each scaled to its own
+    max |value| (the suptitle says so)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    maps = maps[:32]
-    n = len(maps)
-    ncol = min(ncol, n)
-    nrow = -(-n // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 * ncol, 1.7 * nrow), squeeze=False)
+    maps = np.asarray(maps, dtype=np.float64)
+    names = list(names) if names else [str(i) for i in range(len(maps))]
+    keep = np.arange(len(maps))
+    if len(maps) > limit:
+        keep = np.sort(np.argsort(-np.abs(maps.reshape(len(maps), -1)).max(axis=1))[:limit])
+        title += f"\n{limit} of {len(maps)} units shown: those with the largest max |{label}|"
+    if len(keep) > 1:
+        title += f"\neach panel scaled to its own max |{label}|"
+    ncol = min(8, len(keep))
+    nrow = -(-len(keep) // ncol)
+    size = (5.0, 5.0) if len(keep) == 1 else (1.7 * ncol, 1.8 * nrow + 0.6)
+    fig, axes = plt.subplots(nrow, ncol, figsize=size, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (ax, m) in enumerate(zip(axes.flat, maps)):
+    for ax, i in zip(axes.flat, keep):
+        m = maps[i]
         v = float(np.abs(m).max()) or 1.0
         if background is not None:
             ax.imshow(background, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v, alpha=0.75 if background is not None else 1)
-        ax.set_title(str(names[i]) if names else str(i), fontsize=6)
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v,
+                       alpha=0.75 if background is not None else 1.0)
+        ax.set_title(str(names[i]), fontsize=6 if len(keep) > 1 else 9)
+        if len(keep) == 1:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+    fig.suptitle(title, fontsize=8 if len(keep) > 1 else 10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _target_names(model, imgs, target, args, n_targets):
+    """Per image, a name for each attributed target: the class, the predicted class or
+    the layer's unit."""
+    if args.layer:
+        from .record import Units, as_units, record
+
+        sel = as_units(_units(args.units))
+        n_channels = record(model, args.layer, imgs[:1], device=args.device).shape[1]
+        units = (sel.describe(n_channels) if isinstance(sel, Units)
+                 else [f"unit{k}" for k in range(n_targets)])
+        return [[f"{args.layer}:{u}" for u in units]] * len(imgs)
+    classes = list(getattr(model, "classes", []) or [])
+
+    def label(k):
+        return classes[k] if k < len(classes) else f"output {k}"
+
+    if target is None:
+        import torch
+
+        from .attribution import Readout
+
+        read = Readout(model, device=args.device)
+        pred = read.infer(torch.from_numpy(imgs).to(read.device)).argmax(dim=1).tolist()
+        return [[f"predicted class: {label(k)}"] for k in pred]
+    cols = [classes.index(t) if isinstance(t, str) else int(t) for t in target]
+    return [[f"class {label(k)}" for k in cols]] * len(imgs)
 
 
 def _attribute(args):
@@ -239,6 +306,8 @@ def _attribute(args):
         s = face_set(args.identities, seed=args.face_seed, size=args.size)
         first = s.table.groupby("expression", sort=False).head(1).index.to_numpy()
         imgs, ids = imgs[first], [ids[i] for i in first]
+    method = {"ig": "integrated_gradients"}.get(args.method, args.method)
+    _check_free([Path(args.out) / f"{method}_{sid}" for sid in ids], args.force)
     model = load_any_model(args.model, device=args.device or "cpu")
     target = None
     if args.target:
@@ -252,18 +321,20 @@ def _attribute(args):
         extra = {"size": args.occluder, "stride": args.stride or args.occluder,
                  "fill": args.fill, "sweep": args.sweep}
     elif args.method == "saliency":
-        maps = at.saliency(model, imgs, target, **kw)
+        maps = at.saliency(model, imgs, target, progress=not args.quiet, **kw)
         extra = {}
     else:
         res = at.integrated_gradients(model, imgs, target, baseline=args.baseline,
-                                      n_steps=args.steps, **kw)
+                                      n_steps=args.steps, progress=not args.quiet, **kw)
         maps = res.attribution
         extra = {"baseline": args.baseline, "n_steps": args.steps,
                  "completeness_gap": res.gap, "relative_gap": res.relative_gap}
         print(f"IG completeness gap: max {np.abs(res.relative_gap).max():.2%} of |F(x) - F(x')|")
+    names = _target_names(model, imgs, target, args, maps.shape[1])
+    what = {"occlusion": "drop a(X) - a(X occluded)", "saliency": "|dS/dX|",
+            "ig": "IG attribution"}[args.method]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    method = {"ig": "integrated_gradients"}.get(args.method, args.method)
     for i, sid in enumerate(ids):
         raw = maps[i]
         flat = raw.reshape(len(raw), -1)
@@ -275,11 +346,13 @@ def _attribute(args):
                 "z": "attribution standardised over pixels; raw holds the attribution",
                 "n_targets": int(len(raw)), "responses_ndim": 2 if len(raw) > 1 else 1}
         info.update({k: (v[i] if isinstance(v, np.ndarray) else v) for k, v in extra.items()})
+        info["targets"] = names[i]
         di = DiagnosticImage(z=z[0] if len(z) == 1 else z, method=method, spec=None,
                              n_trials=0, info=info, raw=raw[0] if len(raw) == 1 else raw)
         stem = out / f"{method}_{sid}"
-        di.save(stem, overwrite=True)
-        _montage(raw, None, str(stem) + ".png", background=imgs[i])
+        di.save(stem, overwrite=args.force)
+        _montage(raw, names[i], str(stem) + ".png", background=imgs[i], label=what,
+                 title=f"{method.replace('_', ' ')} of {sid}")
     print(f"{method}: {len(ids)} image(s) x {maps.shape[1]} target(s) -> {out}")
     return 0
 
@@ -303,6 +376,6 @@ def main(argv=None) -> int:
         return int(exc.code or 0)
     try:
         return {"train": _train, "probe": _probe, "attribute": _attribute}[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"bubbles ann {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -245,7 +245,8 @@ def diagnostic_images(model, layer, images, spec, n_masks, seed, units=None,
                          f"{spec.shape[0]}, {spec.shape[1]}) to match spec.shape, got "
                          f"{np.shape(images)}")
     if imgs.min() < 0 or imgs.max() > 1:
-        raise ValueError("images must have values in [0, 1]")
+        raise ValueError(f"images must have values in [0, 1], got [{imgs.min():g}, "
+                         f"{imgs.max():g}]")
     n_masks, batch_size = int(n_masks), int(batch_size)
     n_img = len(imgs)
 

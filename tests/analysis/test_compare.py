@@ -148,6 +148,7 @@ def test_command_line(tmp_path, capsys):
     out = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert out["pearson_best"] > 0.5 and out["p_value"] == pytest.approx(0.05)
     assert out["ceiling"]["r_sb"] > 0 and (tmp_path / "cmp" / "compare.png").is_file()
+    assert out["panels"]["occlusion"] == pytest.approx(out["pearson_best"])   # same map
     assert "permutation p" in capsys.readouterr().out
     assert load_image(tmp_path / "occ.npz").z.shape == (32, 32)
     again = [str(tmp_path / "human"), str(tmp_path / "model"), "--out", str(tmp_path / "cmp"),
@@ -164,3 +165,39 @@ def test_no_torch_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=root)
     assert out.stdout.strip() == "False"
+
+
+def test_score_far_above_ceiling_warns(monkeypatch):
+    """A model can only exceed sqrt(r_sb) by chance: far above it, the ceiling is noise."""
+    import analysis.compare as cmp
+
+    c, r = _observer(200)
+    human = classification_image(SPEC, c, r, progress=False)
+    monkeypatch.setattr(cmp, "noise_ceiling", lambda *a, **k: {
+        "r_half": 0.01, "r_sb": 0.02, "sqrt_r_sb": 0.02 ** 0.5, "splits": [0.01],
+        "n_splits": 1})
+    with pytest.warns(UserWarning, match="ceiling of a .* too noisy"):
+        res = compare(human, _planted_map(), trials=(SPEC, c, r), n_permutations=0)
+    assert res.score > 1.25
+
+
+def test_figure_background_is_the_sessions_mean_face(tmp_path):
+    from analysis.compare import _background
+    from bubbles.faces import face_set
+
+    c, r = _observer(8)
+    csv = _write_session(tmp_path, c, r)
+    sidecar = json.loads((tmp_path / "P01_faces_2026.json").read_text())
+    sidecar["config"] = {"stimuli": {"source": "faces", "n_identities": 1, "size": 64}}
+    sidecar["spec"] = SPEC.replace(shape=(64, 64)).to_dict()       # the faces' grid
+    (tmp_path / "P01_faces_2026.json").write_text(json.dumps(sidecar))
+    data = pd.read_csv(csv)
+    data["stimulus_id"] = "id00_happy"
+    data.to_csv(csv, index=False)
+    bg = _background(None, TrialTable.read(csv), (64, 64))
+    faces = face_set(1, seed=0, size=64)
+    assert_allclose(bg, faces.images[faces.index("id00_happy")])
+    np.save(tmp_path / "bg.npy", np.zeros((32, 32)))
+    assert _background(tmp_path / "bg.npy", None, (32, 32)).shape == (32, 32)
+    with pytest.raises(ValueError, match="--background .* has shape"):
+        _background(tmp_path / "bg.npy", None, (16, 16))

@@ -21,6 +21,27 @@ def test_probe_command(tmp_path, capsys):
     assert "strongest units" in capsys.readouterr().out
 
 
+def test_probe_command_multiscale_and_existing_outputs(tmp_path, capsys):
+    """A multi-band probe (units, bands, H, W) draws its figure; outputs are not replaced
+    without --force, and the refusal comes before the work."""
+    args = ["probe", "--layer", "features.relu1", "--units", "0:2", "--n-masks", "12",
+            "--sigma", "2", "--n-bubbles", "8", "--bands", "2", "--out", str(tmp_path),
+            *FACES]
+    assert main(args) == 0
+    ci = DiagnosticImage.load(tmp_path / "probe_features_relu1")
+    assert ci.z.shape == (2, 2, 64, 64)
+    assert (tmp_path / "probe_features_relu1.png").is_file()
+    assert main(args) == 2
+    assert "exists; use --force" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+    assert main(["probe", "--layer", "features.relu1", "--units", "a:b", "--n-masks", "4",
+                 "--out", str(tmp_path / "x"), *FACES]) == 2
+    assert "--units must be" in capsys.readouterr().err
+    assert main(["probe", "--layer", "features.relu1", "--position", "3", "--n-masks", "4",
+                 "--out", str(tmp_path / "x"), *FACES]) == 2
+    assert "--position must be 'row,col'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("method, extra", [
     ("occlusion", ["--occluder", "16", "--stride", "8"]),
     ("saliency", ["--target", "happy"]),
@@ -36,6 +57,9 @@ def test_attribute_command(tmp_path, method, extra):
     assert di.method == name
     meta = json.loads((tmp_path / f"{name}_id00_fearful.json").read_text())
     assert meta["info"]["stimulus"] == "id00_fearful"
+    assert meta["info"]["targets"] == {"occlusion": ["predicted class: fearful"],
+                                       "saliency": ["class happy"],
+                                       "ig": ["features.conv3:ch2"]}[method]
 
 
 def test_errors_name_the_option(tmp_path, capsys):

@@ -59,6 +59,25 @@ def test_ig_matches_captum_and_warns(tiny_cnn, images):
         integrated_gradients(tiny_cnn, images, n_steps=1)
 
 
+def test_ig_memory_bounded_by_internal_batch_size(tiny_cnn, images):
+    """Many steps never run more than internal_batch_size path points at once, and the
+    split does not change the result."""
+    sizes = []
+    h = tiny_cnn.conv1.register_forward_hook(lambda m, i, o: sizes.append(o.shape[0]))
+    try:
+        res = integrated_gradients(tiny_cnn, images, target=0, n_steps=300, device="cpu")
+        assert max(sizes) <= 64                       # the default internal batch size
+        sizes.clear()
+        one = integrated_gradients(tiny_cnn, images, target=0, n_steps=300, device="cpu",
+                                   internal_batch_size=None)
+        assert max(sizes) == 3 * 300
+    finally:
+        h.remove()
+    assert_allclose(res.attribution, one.attribution, rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="internal_batch_size must be None or an integer"):
+        integrated_gradients(tiny_cnn, images, internal_batch_size=0)
+
+
 def test_saliency_matches_captum_for_class_and_unit(tiny_cnn, images):
     x = torch.from_numpy(images)[:, None].requires_grad_(True)
     got = saliency(tiny_cnn, images, target="neutral", device="cpu")

@@ -86,6 +86,12 @@ def test_probe_matches_manual_pipeline(tiny_cnn, images):
     r = record(tiny_cnn, "relu2", stims, units=[1, 5], device="cpu")
     ref = classification_image(spec, c, r.astype(np.float64), progress=False)
     assert_allclose(ci.z, ref.z, atol=1e-3)
+    # response='perturbation' regresses the seed's |a(X) - a(X')| instead
+    ci = diagnostic_images(tiny_cnn, "relu2", img, spec, 50, seed=9, units=[1, 5],
+                           device="cpu", response="perturbation", progress=False)
+    full = record(tiny_cnn, "relu2", img[None], units=[1, 5], device="cpu")
+    ref = classification_image(spec, c, np.abs(r - full).astype(np.float64), progress=False)
+    assert_allclose(ci.z, ref.z, atol=1e-3)
 
 
 def test_probe_multiscale_and_perturbation(tiny_cnn, images):

@@ -45,6 +45,12 @@ def test_hook_clones_before_inplace_relu(tiny_cnn, images):
         ref = tiny_cnn.conv1(torch.from_numpy(images)[:, None])[:, :, 0, 0].numpy()
     assert (ref < 0).any()
     assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # the case the clone protects: a selection that is a view of conv1's output, while
+    # the pass goes on (to conv2) through the in-place relu1
+    rec = UnitRecorder(tiny_cnn, {"conv1": lambda out: out[:, :, 0, 0], "conv2": None},
+                       device="cpu")
+    got = rec(images)["conv1"].numpy()
+    assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_forward_stops_after_deepest_layer(tiny_cnn, images):
