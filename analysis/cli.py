@@ -96,7 +96,7 @@ def _notes(pix, clu):
 
 
 def _run_ci(args, out):
-    from .io import read_ci, read_image, zscore_outside
+    from .io import read_background, read_ci, zscore_outside
     if args.sigma is None:
         raise ValueError("--sigma is required with --ci (the bubble sigma in pixels)")
     ci = read_ci(args.ci)
@@ -118,13 +118,14 @@ def _run_ci(args, out):
                "zscore": mode, "n_pixels_region": int(region.sum()),
                "sigma": args.sigma, "pixel_test": pix.to_dict(),
                "cluster_test": clu.to_dict(), "warnings": _notes(pix, clu)}
-    bg = read_image(args.background) if args.background else None
+    bg = read_background(args.background, ci.shape) if args.background else None
     _write(out, z, summary, bg, [pix], [clu], title=Path(args.ci).name)
     return summary
 
 
 def _run_session(args, out):
     from .ci import classification_image
+    from .io import read_background
     from .trials import TrialTable
     with warnings.catch_warnings(record=True) as caught:   # kept in summary.json
         warnings.simplefilter("always")
@@ -166,7 +167,7 @@ def _run_session(args, out):
         clus.append(clu)
         label = f"band {b + 1} of {spec.n_bands}: " if spec.multiscale else ""
         notes += [label + note for note in _notes(pix, clu)]
-    summary = {"session": str(table.path), "method": args.method,
+    summary = {"session": str(Path(table.path).resolve()), "method": args.method,
                "response": args.response, "null": args.null,
                "n_trials": int(ci.n_trials), "spec": spec.to_dict(),
                "accuracy": (float(table.responses("correct").mean())
@@ -176,47 +177,11 @@ def _run_session(args, out):
                           "cluster_test": clus[b].to_dict()}
                          for b in range(spec.n_bands)],
                "info": ci.info, "warnings": notes}
-    bg = (_load_background(args.background, spec.shape) if args.background
-          else _session_background(table))
+    bg = (read_background(args.background, spec.shape) if args.background
+          else table.mean_stimulus())
     _write(out, ci, summary, bg, pixs, clus,
            title=f"{Path(args.session).stem}: {args.method}, {ci.n_trials} trials")
     return summary
-
-
-def _session_background(table):
-    """Mean of the stimuli the session showed, rebuilt from its sidecar, or None.
-
-    The embedded faces are rebuilt exactly as ``experiments`` builds them (seed 0); a
-    folder is read again. Anything missing gives None (the figure then has no face).
-    """
-    stim = (table.sidecar or {}).get("config", {}).get("stimuli", {})
-    source = stim.get("source")
-    try:
-        if source == "faces":
-            from bubbles.faces import face_set
-            s = face_set(stim.get("n_identities", 20), seed=0, size=stim.get("size", 256))
-        elif source:
-            from bubbles.stimuli import StimulusSet
-            s = StimulusSet.from_folder(source)
-        else:
-            return None
-    except (OSError, ValueError) as exc:
-        print(f"note: no background for the figure ({exc}); pass --background FILE")
-        return None
-    if "stimulus_id" not in table.data or s.shape != tuple(table.spec.shape):
-        return None
-    shown = s.table["stimulus_id"].isin(set(table.data["stimulus_id"].astype(str)))
-    return s.images[shown.to_numpy()].mean(axis=0) if shown.any() else None
-
-
-def _load_background(path, shape):
-    if not path:
-        return None
-    from .io import read_image
-    bg = read_image(path)
-    if bg.shape != tuple(shape):
-        raise ValueError(f"--background {path} has shape {bg.shape}, the spec {tuple(shape)}")
-    return bg
 
 
 def _write(out, image, summary, background, pixs, clus, *, title):

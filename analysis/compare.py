@@ -484,17 +484,11 @@ def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi
 def _background(path, trials, shape):
     """--background file, else the mean of the faces of A's session (as ``bubbles
     analyze`` draws it), else None."""
-    from .cli import _load_background, _session_background
+    from .io import read_background
 
-    if path and str(path).endswith(".npy"):
-        bg = np.load(path)
-        if bg.shape != tuple(shape):
-            raise ValueError(f"--background {path} has shape {bg.shape}, the maps "
-                             f"{tuple(shape)}")
-        return bg
     if path:
-        return _load_background(path, shape)
-    bg = _session_background(trials) if trials is not None else None
+        return read_background(path, shape)
+    bg = trials.mean_stimulus() if trials is not None else None
     return bg if bg is not None and bg.shape == tuple(shape) else None
 
 

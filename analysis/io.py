@@ -75,6 +75,15 @@ def read_image(path):
     return a / 255.0 if a.max() > 1 else a
 
 
+def read_background(path, shape):
+    """Read the grey image drawn under a map (``.npy`` or an image file) of ``shape``."""
+    bg = np.load(path) if str(path).endswith(".npy") else read_image(path)
+    if bg.shape != tuple(shape):
+        raise ValueError(f"background {path} has shape {bg.shape}, expected the maps' "
+                         f"shape {tuple(shape)}")
+    return bg
+
+
 def read_ci(path):
     """Read a classification image from ``.npy``, ``.npz`` (array ``z``), a packed-RGB
     Stat4Ci image or a grey image (raw grey levels)."""

@@ -310,6 +310,33 @@ class TrialTable:
         from bubbles import center_maps
         return center_maps(self.spec, self.center_list())
 
+    def mean_stimulus(self):
+        """Mean of the images this session showed, rebuilt from its sidecar, or None.
+
+        The embedded faces are rebuilt exactly as ``experiments`` builds them (seed 0); a
+        stimulus folder is read again. When the stimuli cannot be rebuilt (no sidecar, a
+        moved folder, another size) the answer is None with a warning: figures then have
+        no face under the map.
+        """
+        stim = (self.sidecar or {}).get("config", {}).get("stimuli", {})
+        source = stim.get("source")
+        if not source or "stimulus_id" not in self.data:
+            return None
+        try:
+            if source == "faces":
+                from bubbles.faces import face_set
+                s = face_set(stim.get("n_identities", 20), seed=0, size=stim.get("size", 256))
+            else:
+                from bubbles.stimuli import StimulusSet
+                s = StimulusSet.from_folder(source)
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"cannot rebuild the session's stimuli ({exc})", stacklevel=2)
+            return None
+        if s.shape != tuple(self.spec.shape):
+            return None
+        shown = s.table["stimulus_id"].isin(set(self.data["stimulus_id"].astype(str)))
+        return s.images[shown.to_numpy()].mean(axis=0) if shown.any() else None
+
     def check_stimuli(self, stimuli):
         """Raise if a stimulus_id is unknown to ``stimuli`` or its images do not have the
         spec's shape."""

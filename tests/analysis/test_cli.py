@@ -122,7 +122,7 @@ def test_session_figure_background_is_the_mean_shown_face():
 
     import pandas as pd
 
-    from analysis.cli import _session_background
+    from analysis.trials import TrialTable
     from bubbles import BubbleSpec, face_set
 
     faces = face_set(20, seed=0, size=256)
@@ -130,7 +130,7 @@ def test_session_figure_background_is_the_mean_shown_face():
     table = SimpleNamespace(
         sidecar={"config": {"stimuli": {"source": "faces", "n_identities": 20, "size": 256}}},
         data=pd.DataFrame({"stimulus_id": ids * 2}), spec=BubbleSpec(shape=(256, 256)))
-    np.testing.assert_allclose(_session_background(table), faces.images[:6].mean(axis=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(TrialTable.mean_stimulus(table),
+                               faces.images[:6].mean(axis=0), atol=1e-6)
     table.sidecar = {}
-    assert _session_background(table) is None
+    assert TrialTable.mean_stimulus(table) is None

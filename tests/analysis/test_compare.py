@@ -199,5 +199,5 @@ def test_figure_background_is_the_sessions_mean_face(tmp_path):
     assert_allclose(bg, faces.images[faces.index("id00_happy")])
     np.save(tmp_path / "bg.npy", np.zeros((32, 32)))
     assert _background(tmp_path / "bg.npy", None, (32, 32)).shape == (32, 32)
-    with pytest.raises(ValueError, match="--background .* has shape"):
+    with pytest.raises(ValueError, match="background .* has shape"):
         _background(tmp_path / "bg.npy", None, (16, 16))
