@@ -328,7 +328,7 @@ def _squeeze(a, one_target, multiscale):
 
 
 def classification_image(spec, centers, responses, method="regression", *,
-                         null="analytic", n_permutations=1000, seed=0, chunk_size=256,
+                         null="analytic", n_permutations=1000, seed=0, chunk_size=128,
                          targets=None, keep_raw=False, out=None, progress=True):
     """Diagnostic (classification) image of one observer or of many targets at once.
 

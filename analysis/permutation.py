@@ -89,7 +89,7 @@ def _max_mass(maps, region, threshold, structure):
 
 def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
                      n_permutations=1000, cluster_threshold=2.7, search_region=None,
-                     connectivity=8, seed=0, chunk_size=256, progress=True):
+                     connectivity=8, seed=0, chunk_size=128, progress=True):
     """Family-wise permutation test of a classification image (max statistic).
 
     The responses are shuffled across trials ``n_permutations`` times; each shuffle is

@@ -117,7 +117,7 @@ class NullObserver:
 
 
 def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
-                     chunk_size=256):
+                     chunk_size=128):
     """Run a simulated bubbles session and return its TrialTable.
 
     Each trial draws an image uniformly, reveals it through a mask of ``spec`` (centres
