@@ -435,7 +435,9 @@ def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi
     Parameters
     ----------
     panels : dict
-        name -> (H, W) map (a multi-band map shows its band sum); any subset and order.
+        name -> (H, W) map (a multi-band map shows its band sum). The first entry (the
+        reference, e.g. the human map) is drawn first; the others follow PANEL_ORDER,
+        unknown names last.
     path : path-like, optional
         PNG to write.
     background : ndarray (H, W), optional
@@ -455,7 +457,8 @@ def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi
     if not panels:
         raise ValueError("panels must hold at least one map")
     rank = {name: i for i, name in enumerate(PANEL_ORDER)}
-    panels = dict(sorted(panels.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    first, *rest = panels.items()           # the reference (the human map) stays first
+    panels = dict([first] + sorted(rest, key=lambda kv: rank.get(kv[0], len(rank))))
     n = len(panels)
     fig = Figure(figsize=(2.6 * n, 3.4))
     FigureCanvasAgg(fig)

@@ -201,3 +201,14 @@ def test_figure_background_is_the_sessions_mean_face(tmp_path):
     assert _background(tmp_path / "bg.npy", None, (32, 32)).shape == (32, 32)
     with pytest.raises(ValueError, match="background .* has shape"):
         _background(tmp_path / "bg.npy", None, (16, 16))
+
+
+def test_figure_keeps_the_reference_first_then_the_seed_order():
+    from analysis.compare import figure
+
+    m = np.zeros((8, 8))
+    fig = figure({"person (simulated)": m, "integrated gradients": m, "saliency": m,
+                  "model observer": m, "best unit": m})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["person (simulated)", "model observer", "best unit", "saliency",
+                      "integrated gradients"]
