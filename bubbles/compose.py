@@ -24,7 +24,8 @@ from scipy.ndimage import gaussian_filter
 
 from .spec import BubbleSpec
 
-__all__ = ["apply_bubbles", "laplacian_bands", "compose_multiscale", "bubble_stimuli"]
+__all__ = ["apply_bubbles", "laplacian_bands", "compose_multiscale", "bubble_stimuli",
+           "noise_background"]
 
 
 def _check_image(image, name="image"):
@@ -39,29 +40,57 @@ def _check_image(image, name="image"):
     return image
 
 
-def _background(image, background, rng):
+def noise_background(image, seed, trials):
+    """Noise backgrounds for some trials of a seeded run, one field per trial.
+
+    Trial ``t``'s field is Gaussian noise of the image's SD around its mean grey, clipped
+    to [0, 1], drawn from ``SeedSequence(seed, spawn_key=(t, 1))``: like the trial's
+    centres (spawn key ``(t,)``) it depends only on ``(seed, t)`` and is regenerable alone.
+
+    Returns
+    -------
+    noise : ndarray of float32, shape (n, H, W) (plus C for a colour image)
+    """
+    from .masks import _trial_indices, trial_rng
+
+    image = _check_image(image)
+    trials = _trial_indices(trials)
+    mean = image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
+    sd = np.float32(image.std())
+    out = np.empty((len(trials),) + image.shape, np.float32)
+    for i, t in enumerate(trials):
+        trial_rng(seed, t)                       # validates seed and t
+        rng = np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence(int(seed), spawn_key=(int(t), 1))))
+        out[i] = mean + sd * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _background(image, background, n_masks):
     """Background value or array for :func:`apply_bubbles`."""
+    message = ("background must be 'mean', a grey level in [0, 1] or an array of noise "
+               f"fields from noise_background(), got {background!r}")
     if isinstance(background, str):
-        mean = image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
         if background == "mean":
-            return mean
+            return image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
         if background == "noise":
-            if rng is None:
-                raise ValueError("background='noise' needs rng (a seed or a "
-                                 "numpy.random.Generator) so the noise is reproducible")
-            rng = np.random.default_rng(rng)
-            noise = rng.standard_normal(image.shape).astype(np.float32)
-            return np.clip(mean + image.std() * noise, 0.0, 1.0)
-        raise ValueError(f"background must be 'mean', 'noise' or a grey level in [0, 1], "
-                         f"got {background!r}")
-    value = float(background)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"background must be 'mean', 'noise' or a grey level in [0, 1], "
-                         f"got {background!r}")
-    return np.float32(value)
+            raise ValueError("background='noise' needs the noise fields: pass "
+                             "noise_background(image, seed, trials) as background (or "
+                             "use bubble_stimuli with seed and trials)")
+        raise ValueError(message)
+    if np.ndim(background) == 0:
+        value = float(background)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(message)
+        return np.float32(value)
+    bg = np.asarray(background, dtype=np.float32)
+    if bg.shape not in (image.shape, (n_masks,) + image.shape):
+        raise ValueError(f"a background array must have the image's shape {image.shape} "
+                         f"or one field per mask {(n_masks,) + image.shape}, got {bg.shape}")
+    return bg
 
 
-def apply_bubbles(image, mask, background="mean", *, rng=None):
+def apply_bubbles(image, mask, background="mean"):
     """Show ``image`` through ``mask`` on a background.
 
     Parameters
@@ -69,11 +98,10 @@ def apply_bubbles(image, mask, background="mean", *, rng=None):
     image : ndarray, shape (H, W) or (H, W, C), values in [0, 1]
     mask : ndarray, shape (H, W) or (n, H, W), values in [0, 1]
         1 = image visible, 0 = background.
-    background : 'mean', 'noise' or float
-        The image's mean grey (per channel), Gaussian noise of the image's SD around it
-        (needs ``rng``), or a fixed grey level in [0, 1].
-    rng : int or numpy.random.Generator, optional
-        Only for ``background='noise'``.
+    background : 'mean', float or ndarray
+        The image's mean grey (per channel), a fixed grey level in [0, 1], or an array:
+        one field for every mask (image-shaped) or one per mask, e.g. the noise of
+        :func:`noise_background`.
 
     Returns
     -------
@@ -91,8 +119,9 @@ def apply_bubbles(image, mask, background="mean", *, rng=None):
         raise ValueError(f"mask must have shape (H, W) or (n, H, W) with (H, W) = "
                          f"{image.shape[:2]}, got {mask.shape}")
     if mask.min() < 0 or mask.max() > 1:
-        raise ValueError("mask values must lie in [0, 1]")
-    bg = _background(image, background, rng)
+        raise ValueError(f"mask values must lie in [0, 1], got [{mask.min():.4g}, "
+                         f"{mask.max():.4g}]")
+    bg = _background(image, background, mask.shape[0] if mask.ndim == 3 else 1)
     if image.ndim == 3:
         mask = mask[..., None]
     stim = bg + mask * (image - bg)
@@ -170,7 +199,7 @@ def compose_multiscale(bands, masks):
     return stim.reshape(masks.shape[:-3] + bands.shape[1:])
 
 
-def bubble_stimuli(image, spec, masks, *, bands=None, rng=None):
+def bubble_stimuli(image, spec, masks, *, bands=None, seed=None, trials=None):
     """Stimuli for rendered masks, single- or multi-scale alike.
 
     Parameters
@@ -183,8 +212,9 @@ def bubble_stimuli(image, spec, masks, *, bands=None, rng=None):
         (n, bands, H, W).
     bands : ndarray, optional
         Precomputed :func:`laplacian_bands` of ``image`` (saves time per trial).
-    rng : int or Generator, optional
-        For ``background='noise'``.
+    seed, trials : int and sequence of int, optional
+        The run's seed and the masks' trial indices; needed for ``background='noise'``
+        (one regenerable noise field per trial, :func:`noise_background`).
 
     Returns
     -------
@@ -195,8 +225,18 @@ def bubble_stimuli(image, spec, masks, *, bands=None, rng=None):
     if np.shape(image)[:2] != spec.shape:
         raise ValueError(f"image shape {np.shape(image)[:2]} does not match spec.shape "
                          f"{spec.shape}")
-    if not spec.multiscale:
-        return apply_bubbles(image, masks, spec.background, rng=rng)
-    if bands is None:
-        bands = laplacian_bands(image, spec.n_bands)
-    return compose_multiscale(bands, masks)
+    if spec.multiscale:
+        if bands is None:
+            bands = laplacian_bands(image, spec.n_bands)
+        return compose_multiscale(bands, masks)
+    background = spec.background
+    if background == "noise":
+        if seed is None or trials is None:
+            raise ValueError("spec.background='noise' needs seed and trials (the noise "
+                             "of trial t is regenerated from (seed, t))")
+        trials = list(trials)
+        if len(trials) != len(masks):
+            raise ValueError(f"trials must give one index per mask ({len(masks)}), got "
+                             f"{len(trials)}")
+        background = noise_background(image, seed, trials)
+    return apply_bubbles(image, masks, background)

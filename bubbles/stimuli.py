@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["StimulusSet", "ROI_NAMES", "MANIFEST_COLUMNS", "load_grey",
+__all__ = ["StimulusSet", "ROI_NAMES", "MANIFEST_COLUMNS", "load_grey", "load_source",
            "save_contact_sheet"]
 
 #: Region-of-interest names of the embedded face set.
@@ -281,6 +281,40 @@ class StimulusSet:
         if self.rois is not None:
             np.savez_compressed(folder / "rois.npz", **self.rois)
         return folder
+
+
+def load_source(source, *, n_identities=20, size=256, expressions=None, base_dir=None):
+    """The stimulus set a session configuration names.
+
+    This is the one place that says what a ``stimuli.source`` means, for the session
+    that shows the images and for the analysis that rebuilds them later.
+
+    Parameters
+    ----------
+    source : str or path
+        ``"faces"`` for the embedded procedural faces
+        (``face_set(n_identities, seed=0, size=size)``), otherwise a folder with
+        ``manifest.csv`` (:meth:`StimulusSet.from_folder`); a relative folder is taken
+        relative to ``base_dir`` when given.
+    n_identities, size : int
+        Embedded faces only.
+    expressions : sequence of str, optional
+        Embedded faces only: the expressions to draw (default: all).
+    base_dir : path, optional
+
+    Returns
+    -------
+    StimulusSet
+    """
+    if str(source) == "faces":
+        from .faces import EXPRESSIONS, face_set
+
+        return face_set(n_identities, seed=0, size=size,
+                        expressions=tuple(expressions or EXPRESSIONS))
+    folder = Path(source)
+    if base_dir is not None and not folder.is_absolute():
+        folder = Path(base_dir) / folder
+    return StimulusSet.from_folder(folder)
 
 
 def load_grey(path):

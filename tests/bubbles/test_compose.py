@@ -22,13 +22,26 @@ def test_apply_formula_and_range(image):
     assert_allclose(apply_bubbles(image, np.zeros((64, 64))), image.mean(), atol=1e-6)
 
 
-def test_noise_background_reproducible(image):
-    a = apply_bubbles(image, np.zeros((64, 64)), background="noise", rng=3)
-    b = apply_bubbles(image, np.zeros((64, 64)), background="noise", rng=3)
-    assert_allclose(a, b)
-    assert a.std() > 0.01 and a.min() >= 0 and a.max() <= 1
-    with pytest.raises(ValueError, match="needs rng"):
+def test_noise_background_per_trial_and_regenerable(image):
+    from bubbles import noise_background
+
+    noise = noise_background(image, 3, [0, 1, 2])
+    assert noise.shape == (3, 64, 64) and noise.min() >= 0 and noise.max() <= 1
+    assert not np.allclose(noise[0], noise[1])             # one field per trial
+    assert_allclose(noise_background(image, 3, [2])[0], noise[2])   # trial 2 alone
+    assert abs(noise.mean() - image.mean()) < 0.02
+    stim = apply_bubbles(image, np.zeros((3, 64, 64)), background=noise)
+    assert_allclose(stim, noise)
+    spec = BubbleSpec(shape=(64, 64), sigma=3, n_bubbles=5, background="noise")
+    masks = render_masks(spec, sample_centers(spec, 3, 3))
+    assert_allclose(bubble_stimuli(image, spec, masks, seed=3, trials=[0, 1, 2]),
+                    apply_bubbles(image, masks, noise), atol=1e-6)
+    with pytest.raises(ValueError, match="needs seed and trials"):
+        bubble_stimuli(image, spec, masks)
+    with pytest.raises(ValueError, match="needs the noise fields"):
         apply_bubbles(image, np.zeros((64, 64)), background="noise")
+    with pytest.raises(ValueError, match="one field per mask"):
+        apply_bubbles(image, np.zeros((3, 64, 64)), background=noise[:2])
 
 
 def test_colour_image():
@@ -82,6 +95,7 @@ def test_bubble_stimuli_single_and_multi(image):
     (lambda im: apply_bubbles(im * 3, np.ones((64, 64))), r"image values must lie in \[0, 1\]"),
     (lambda im: apply_bubbles(im, np.ones((64, 64)) * 2), r"mask values must lie in \[0, 1\]"),
     (lambda im: apply_bubbles(im, np.ones((64, 64)), background=2.0), "background must be"),
+    (lambda im: apply_bubbles(im, np.ones((64, 64)), background="white"), "background must be"),
     (lambda im: laplacian_bands(im, 0), "n_bands must be an integer >= 1"),
     (lambda im: compose_multiscale(laplacian_bands(im, 3), np.ones((2, 64, 64))),
      r"masks must have shape \(3, H, W\)"),

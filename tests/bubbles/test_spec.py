@@ -57,7 +57,9 @@ def test_replace_validates():
 
 
 def test_frozen():
-    with pytest.raises(Exception):
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
         BubbleSpec().sigma = 3
 
 
