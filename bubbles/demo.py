@@ -112,20 +112,29 @@ def probe(out_dir, *, n_masks, seed, layer="features.conv3"):
 
     _check(ann(["probe", "--layer", layer, "--n-masks", str(n_masks), "--sigma", "10",
                 "--n-bubbles", "40", "--bands", "0", "--seed", str(seed), "--device", "cpu",
-                "--name", "probe", "--out", str(out_dir)]), "bubbles ann probe")
+                "--name", "probe", "--out", str(out_dir), "--force"]), "bubbles ann probe")
     return Path(out_dir) / "probe"
 
 
 def attribute(out_dir, *, stimulus="id00_happy"):
     from ann_bridge.cli import main as ann
 
+    for method in ("occlusion", "saliency", "ig"):
+        _check(ann(["attribute", "--method", method, "--stimulus", stimulus, "--device",
+                    "cpu", "--out", str(Path(out_dir) / method), "--force"]),
+               f"bubbles ann attribute --method {method}")
+    return attribution_stems(out_dir, stimulus)
+
+
+def attribution_stems(out_dir, stimulus="id00_happy"):
+    """{method: stem} of the attribution maps of ``stimulus`` under ``out_dir``."""
     stems = {}
     for method in ("occlusion", "saliency", "ig"):
-        folder = Path(out_dir) / method
-        _check(ann(["attribute", "--method", method, "--stimulus", stimulus,
-                    "--device", "cpu", "--out", str(folder)]),
-               f"bubbles ann attribute --method {method}")
-        (stems[method],) = sorted({p.with_suffix("") for p in folder.glob("*.npz")})
+        found = sorted((Path(out_dir) / method).glob(f"*_{stimulus}.npz"))
+        if not found:
+            raise RuntimeError(f"no {method} map of {stimulus} in {out_dir}: run the "
+                               f"'attribution' step first")
+        stems[method] = found[0].with_suffix("")
     return stems
 
 
@@ -137,25 +146,18 @@ def compare(out_dir, analyses, probe_stem, attributions):
              "ig": "integrated gradients"}
     panels = [f"model observer={network}"] + \
         [f"{names[m]}={stem}" for m, stem in attributions.items()]
-    from bubbles import default_faces
-
-    background = Path(out_dir) / "mean_face.npy"
-    np.save(background, default_faces().mean_image())
     _check(compare_main([str(person), str(probe_stem), "--out", str(out_dir), "--force",
-                         "--label-a", "person (simulated)", "--background", str(background)]
+                         "--label-a", "person (simulated)"]
                         + [x for p in panels for x in ("--panel", p)]),
            "bubbles compare person probe")
     _check(compare_main([str(person), str(network), "--force",
                          "--out", str(Path(out_dir) / "person_vs_network_observer"),
-                         "--label-a", "person (simulated)", "--background", str(background)]),
+                         "--label-a", "person (simulated)"]),
            "bubbles compare person network")
 
 
-
-
-
 def stimuli_sheet(out_dir, *, seed=0):
-    """Contact sheet: faces (row 1), bubbled faces (row 2) and their masks (row 3)."""
+    """Contact sheet: faces, bubbled faces, their masks, 5-band bubbled faces (rows)."""
     from bubbles import (BubbleSpec, bubble_stimuli, default_faces, render_masks,
                          sample_centers, save_contact_sheet)
 
@@ -225,14 +227,12 @@ def main(argv=None):
     if "probe" in steps:
         probe_stem = probe(folders["probe"], n_masks=args.n_masks, seed=args.seed)
         say("probe", probe_stem)
-    attributions = {m: min((folders["attribution"] / m).glob("*.npz"), default=None)
-                    for m in ("occlusion", "saliency", "ig")}
     if "attribution" in steps:
-        attributions = attribute(folders["attribution"])
-        say("attribution", ", ".join(str(s) for s in attributions.values()))
+        stems = attribute(folders["attribution"])
+        say("attribution", ", ".join(str(s) for s in stems.values()))
     if "compare" in steps:
         compare(folders["compare"], analyses, probe_stem,
-                {m: Path(s).with_suffix("") for m, s in attributions.items()})
+                attribution_stems(folders["attribution"]))
         say("compare", folders["compare"] / "compare.png")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; results in {out}/")
     return 0

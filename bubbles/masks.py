@@ -101,8 +101,7 @@ def sample_centers(spec, seed, trials):
         raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__}")
     indices = _trial_indices(trials)
     h, w = spec.shape
-    allowed = (np.flatnonzero(spec.search_region) if spec.search_region is not None
-               else None)
+    allowed = spec.allowed_pixels
     population = h * w if allowed is None else allowed.size
     counts = spec.n_per_band
     out = [np.empty((len(indices), k, 2)) for k in counts]
@@ -371,6 +370,8 @@ def rise_masks(shape, n_masks, seed, *, grid=(7, 7), p=0.5):
     """
     h, w = (int(s) for s in shape)
     gh, gw = (int(g) for g in grid)
+    if isinstance(n_masks, bool) or not isinstance(n_masks, numbers.Integral) or n_masks < 0:
+        raise ValueError(f"n_masks must be an integer >= 0, got {n_masks!r}")
     if min(gh, gw) < 1:
         raise ValueError(f"grid must be two positive integers, got {grid!r}")
     if not 0.0 < p <= 1.0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -225,6 +226,13 @@ class BubbleSpec:
         counts[np.argsort(-(share - counts), kind="stable")[:remainder]] += 1
         return tuple(int(c) for c in counts)
 
+    @functools.cached_property
+    def allowed_pixels(self):
+        """Flat indices of the pixels a centre may take (None: every pixel)."""
+        if self.search_region is None:
+            return None
+        return np.flatnonzero(self.search_region)
+
     @property
     def total_bubbles(self):
         """Total bubbles per trial over all bands."""
@@ -280,8 +288,12 @@ class BubbleSpec:
         if version != SPEC_FORMAT_VERSION:
             raise ValueError(f"BubbleSpec format version {version!r} is not supported "
                              f"(this toolkit reads version {SPEC_FORMAT_VERSION})")
-        kwargs = {k: d[k] for k in ("shape", "sigma", "n_bubbles", "bands", "aperture",
-                                    "polarity", "overlap", "background")}
+        keys = ("shape", "sigma", "n_bubbles", "bands", "aperture", "polarity", "overlap",
+                "background")
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise ValueError(f"BubbleSpec dictionary is missing {missing}")
+        kwargs = {k: d[k] for k in keys}
         if d.get("search_region") is not None:
             h, w = d["shape"]
             bits = np.frombuffer(base64.b64decode(d["search_region"]), dtype=np.uint8)

@@ -93,3 +93,10 @@ def test_from_dict_rejects_other_versions():
         BubbleSpec.from_dict(d)
     with pytest.raises(ValueError, match="not a BubbleSpec"):
         BubbleSpec.from_dict({"shape": [3, 3]})
+
+
+def test_from_dict_names_missing_keys():
+    d = BubbleSpec().to_dict()
+    del d["sigma"]
+    with pytest.raises(ValueError, match=r"missing \['sigma'\]"):
+        BubbleSpec.from_dict(d)
