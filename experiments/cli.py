@@ -129,6 +129,10 @@ def run(argv=None):
         print(f"bubbles run: --decision-noise must be a number >= 0 (SD of the noise on "
               f"the network's logits), got {noise}", file=sys.stderr)
         return 2
+    if args.session is not None and args.session < 0:
+        print(f"bubbles run: --session must be an integer >= 0, got {args.session}",
+              file=sys.stderr)
+        return 2
     if _display_missing():
         print("bubbles run: no display (DISPLAY is not set). Run under a virtual display: "
               'xvfb-run -a -s "-screen 0 1024x768x24" bubbles run ...', file=sys.stderr)
@@ -152,7 +156,8 @@ def run(argv=None):
             if args.pilot:
                 overrides["window.fullscreen"] = False
             cfg = load_config(args.config, overrides)
-            participant, number = args.participant, args.session or 1
+            participant = args.participant
+            number = 1 if args.session is None else args.session   # 0 is a session
             if participant is None:
                 problem = dialog_problem()
                 if problem:

@@ -23,6 +23,8 @@ import math
 import tomllib
 from pathlib import Path
 
+from bubbles.spec import APERTURES, OVERLAPS, POLARITIES
+
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config",
            "default_config"]
 
@@ -160,9 +162,10 @@ SCHEMA = {
     "bubbles.sigma": _sigma,
     "bubbles.n_bubbles": _bubble_count,
     "bubbles.bands": _int(0, 8),
-    "bubbles.aperture": _choice("gaussian", "disk", "square"),
-    "bubbles.polarity": _choice("reveal", "occlude"),
-    "bubbles.overlap": _choice("clip", "max"),
+    # the choices BubbleSpec itself accepts (one list, in bubbles.spec)
+    "bubbles.aperture": _choice(*APERTURES),
+    "bubbles.polarity": _choice(*POLARITIES),
+    "bubbles.overlap": _choice(*OVERLAPS),
     "bubbles.background": _background,
     "trials.practice": _int(0),
     "trials.practice_bubbles": _int(0),
@@ -275,7 +278,7 @@ def validate_config(cfg):
     if exprs and len(exprs) > len(keys):
         _fail("responses.keys", f"at least one key per expression ({len(exprs)}: "
               f"{exprs})", keys)
-    if exprs and q["gamma"] == 0 and len(exprs) < 2:
+    if exprs and len(exprs) < 2:
         _fail("stimuli.expressions", "at least 2 labels (a choice task)", exprs)
     if cfg["responses"]["quit_key"] in keys:
         _fail("responses.keys", f"keys other than responses.quit_key "

@@ -9,13 +9,15 @@ A session writes, for the stem ``DIR/<participant>_<expName>_<date>``:
   written the same way and *before* the CSV row;
 - ``<stem>.json``: the sidecar (configuration, spec, seeds, key mapping, versions, monitor);
 - ``<stem>.log``: the PsychoPy log;
-- at the end (and on escape) a BIDS copy ``sub-<id>/beh/sub-<id>_task-<name>_beh.tsv``
-  with its ``_beh.json``.
+- at the end (and on escape) a BIDS copy
+  ``sub-<id>/ses-<n>/beh/sub-<id>_ses-<n>_task-<name>_beh.tsv`` with its ``_beh.json``.
 
-Nothing is ever overwritten: a stem, or a BIDS file, that exists gets a suffix.
-:func:`open_for_resume` repairs an interrupted session: a half-written last line of the
-CSV or the centres file is dropped (and reported), as is a centres record whose CSV row
-never got written, so that appending continues with the first incomplete trial.
+The session files are never overwritten: a stem that exists gets a suffix. The BIDS copy
+is derived data, regenerated from the CSV: a resumed session replaces its own copy, and
+a copy of another session gets ``_run-2`` ... :func:`open_for_resume` repairs an
+interrupted session: a half-written last line of the CSV or the centres file is dropped
+(and reported), as is a centres record whose CSV row never got written, so that
+appending continues with the first incomplete trial; any other damage is refused.
 """
 
 from __future__ import annotations
@@ -26,13 +28,18 @@ import json
 import math
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["COLUMNS", "SIDECAR_FORMAT", "validate_participant", "date_string",
-           "unique_stem", "SessionFiles", "ResumeState", "open_for_resume",
-           "export_bids", "stem_of"]
+# The session format is defined once, by its reader (experiments -> analysis).
+from analysis.diagnostic import to_jsonable
+from analysis.trials import SESSION_FORMAT, SESSION_VERSION, session_paths
+
+__all__ = ["COLUMNS", "SESSION_FORMAT", "SESSION_VERSION", "validate_participant",
+           "date_string", "unique_stem", "SessionFiles", "ResumeState",
+           "open_for_resume", "export_bids", "stem_of"]
 
 #: CSV columns, in order (docs/interfaces.md).
 COLUMNS = ("participant", "session", "trial", "block", "stimulus_id", "identity",
@@ -40,8 +47,9 @@ COLUMNS = ("participant", "session", "trial", "block", "stimulus_id", "identity"
            "quest_intensity", "quest_mean", "quest_sd", "mask_seed", "mask_index",
            "frames_shown", "dropped_frames", "onset", "psychopyVersion", "frameRate",
            "expName", "date")
-SIDECAR_FORMAT = "bubbles.session"
-_SUFFIXES = (".csv", "_centers.jsonl", ".json", ".log")
+#: File name endings of a session's files: those analysis.trials.session_paths names,
+#: plus the PsychoPy log (written by experiments only).
+_SUFFIXES = tuple(p.name[len("x"):] for p in session_paths("x").values()) + (".log",)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -110,9 +118,10 @@ class SessionFiles:
 
     def __init__(self, stem, *, resume=False):
         self.stem = Path(stem)
-        self.csv_path = Path(f"{self.stem}.csv")
-        self.centers_path = Path(f"{self.stem}_centers.jsonl")
-        self.sidecar_path = Path(f"{self.stem}.json")
+        paths = session_paths(self.stem)
+        self.csv_path = paths["csv"]
+        self.centers_path = paths["centers"]
+        self.sidecar_path = paths["sidecar"]
         self.log_path = Path(f"{self.stem}.log")
         self.stem.parent.mkdir(parents=True, exist_ok=True)
         mode = "a" if resume else "x"
@@ -130,7 +139,7 @@ class SessionFiles:
         """Write the sidecar (atomically: a temporary file renamed over the old one)."""
         tmp = Path(f"{self.sidecar_path}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, default=_json_default)
+            json.dump(to_jsonable(meta), f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -160,31 +169,62 @@ class SessionFiles:
                 f.close()
 
 
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to the sidecar")
-
-
 # -- resume --------------------------------------------------------------------------
 @dataclass
 class ResumeState:
-    """What an interrupted session left behind (after repair)."""
+    """What an interrupted session left behind, and how to repair it.
+
+    :func:`open_for_resume` only reads: ``cuts`` lists the files whose damaged tail
+    (a half-written last line, or a centres record whose CSV row never got written)
+    must be cut off before appending, and :meth:`repair` does it, after backing each
+    file up. A session calls :meth:`repair` only once every check that can refuse the
+    resume has passed.
+    """
 
     stem: Path
     meta: dict
     rows: list
     centers: list
     dropped: list = field(default_factory=list)
+    cuts: list = field(default_factory=list)      # (path, size to keep)
+    backups: list = field(default_factory=list)   # filled by repair()
+
+    def repair(self):
+        """Cut the files back to their complete trials (each copied to ``.bak`` first).
+
+        Returns the list of backup paths; does nothing when nothing needs cutting.
+        """
+        for path, size in self.cuts:
+            if Path(path).stat().st_size == size:
+                continue
+            backup = _backup(path)
+            self.backups.append(backup)
+            self.dropped.append(f"copied {Path(path).name} to {backup.name} before "
+                                f"cutting it back to {size} bytes")
+            _truncate(path, size)
+        self.cuts = []
+        return list(self.backups)
 
 
-def _complete_lines(path):
-    """(byte offsets of line ends, text of a half-written tail or '')."""
+def _backup(path):
+    """Copy ``path`` to ``<path>.bak`` (``.bak-2``, ``.bak-3`` ... if taken), fsynced."""
+    path = Path(path)
+    dest, k = Path(f"{path}.bak"), 1
+    while dest.exists():
+        k += 1
+        dest = Path(f"{path}.bak-{k}")
+    with open(path, "rb") as src, open(dest, "xb") as out:
+        shutil.copyfileobj(src, out)
+        out.flush()
+        os.fsync(out.fileno())
+    return dest
+
+
+def _split_lines(path):
+    """(complete lines as bytes each ending in a newline, half-written tail bytes)."""
     data = Path(path).read_bytes()
     cut = data.rfind(b"\n") + 1
-    return data[:cut], data[cut:].decode("utf-8", errors="replace")
+    return data[:cut].splitlines(keepends=True), data[cut:]
 
 
 def _truncate(path, size):
@@ -194,13 +234,106 @@ def _truncate(path, size):
         os.fsync(f.fileno())
 
 
-def open_for_resume(path):
-    """Read and repair an interrupted session so that it can be appended to.
+def _damaged(path, lineno, problem):
+    return ValueError(f"cannot resume: {str(path)!r} line {lineno} {problem}; only a "
+                      f"half-written last line can be repaired, so nothing was changed "
+                      f"(repair or remove that line by hand)")
+
+
+def _read_csv_rows(csv_path, dropped):
+    """Complete rows of the CSV and the byte size they take (header included)."""
+    lines, tail = _split_lines(csv_path)
+    if tail:
+        dropped.append(f"dropped half-written last line of {csv_path.name}: "
+                       f"{tail.decode('utf-8', errors='replace')!r}")
+    try:
+        header = next(csv.reader([lines[0].decode("utf-8")])) if lines else None
+    except (UnicodeDecodeError, csv.Error):
+        header = None
+    if header != list(COLUMNS):
+        raise ValueError(f"{str(csv_path)!r} does not start with the header "
+                         f"{','.join(COLUMNS)}")
+    rows, size = [], len(lines[0])
+    last = len(lines) - 1
+    for i, raw in enumerate(lines[1:], start=1):
+        problem = None
+        try:
+            values = next(csv.reader([raw.decode("utf-8")]))
+        except (UnicodeDecodeError, csv.Error, StopIteration) as err:
+            values, problem = None, f"cannot be parsed ({err})"
+        if problem is None and len(values) != len(COLUMNS):
+            problem = f"has {len(values)} fields instead of {len(COLUMNS)}"
+        if problem is not None:
+            if i == last and not tail:           # a torn last line: drop it
+                dropped.append(f"dropped malformed last line of {csv_path.name} "
+                               f"(line {i + 1}, {problem}): "
+                               f"{raw.decode('utf-8', errors='replace')!r}")
+                break
+            raise _damaged(csv_path, i + 1, problem)
+        if values[COLUMNS.index("trial")] != str(len(rows)):   # a complete row
+            raise _damaged(csv_path, i + 1, f"has trial "
+                           f"{values[COLUMNS.index('trial')]!r} where trial {len(rows)} "
+                           f"was expected")
+        rows.append(dict(zip(COLUMNS, values)))
+        size += len(raw)
+    return rows, size
+
+
+def _read_centers(centers_path, n_rows, dropped):
+    """One centres record per CSV row, and the byte size they take."""
+    lines, tail = _split_lines(centers_path)
+    if tail:
+        dropped.append(f"dropped half-written last line of {centers_path.name}: "
+                       f"{tail.decode('utf-8', errors='replace')!r}")
+    records, size, last = [], 0, len(lines) - 1
+    for i, raw in enumerate(lines):
+        try:
+            rec = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            problem = f"is not valid JSON ({err})"
+            if i == last and not tail and len(records) >= n_rows:
+                dropped.append(f"dropped malformed last line of {centers_path.name} "
+                               f"(line {i + 1}, {problem})")
+                break
+            if i == last and not tail:
+                problem += (f", and the CSV has the row of its trial {len(records)}, so "
+                            f"it cannot be dropped")
+            raise _damaged(centers_path, i + 1, problem) from None
+        if not isinstance(rec, dict) or rec.get("trial") != len(records):
+            got = rec.get("trial") if isinstance(rec, dict) else rec
+            raise _damaged(centers_path, i + 1, f"has trial {got!r} where trial "
+                           f"{len(records)} was expected")
+        if len(records) == n_rows:
+            # the trial was cut short between its centres and its CSV row: at most
+            # one such record, and only at the end
+            if i != last:
+                raise _damaged(centers_path, i + 2, f"follows the centres of trial "
+                               f"{rec.get('trial')}, whose CSV row was never written")
+            dropped.append(f"dropped centres of trial {rec.get('trial')} from "
+                           f"{centers_path.name}: its CSV row was never written")
+            break
+        records.append(rec)
+        size += len(raw)
+    return records, size
+
+
+def open_for_resume(path, *, repair=True):
+    """Read an interrupted session and check that it can be appended to.
+
+    Only damage a crash can leave is repaired: a half-written (or unparsable) *last*
+    line of the CSV or of the centres file, and a centres record whose CSV row never
+    got written. Damage anywhere else raises, naming the file and line, and changes
+    nothing. Every file that is cut is first copied to ``<file>.bak`` (``.bak-2`` ...
+    when that exists).
 
     Parameters
     ----------
     path : str or Path
         The session's ``.csv``, ``.json`` or ``_centers.jsonl`` file, or its stem.
+    repair : bool
+        Cut the files back at once (after every check here passed). With False nothing
+        on disk changes; call :meth:`ResumeState.repair` once the caller's own checks
+        passed too.
 
     Returns
     -------
@@ -211,70 +344,41 @@ def open_for_resume(path):
     Raises
     ------
     FileNotFoundError, ValueError
-        Missing files, a sidecar of another format, or files that disagree.
+        Missing files, a sidecar of another format or version, damage before the last
+        line, or files that disagree.
     """
     stem = stem_of(path)
-    csv_path, centers_path = Path(f"{stem}.csv"), Path(f"{stem}_centers.jsonl")
-    sidecar = Path(f"{stem}.json")
+    paths = session_paths(stem)
+    csv_path, centers_path, sidecar = paths["csv"], paths["centers"], paths["sidecar"]
     for p in (csv_path, centers_path, sidecar):
         if not p.is_file():
             raise FileNotFoundError(f"cannot resume {str(stem)!r}: {str(p)!r} is missing")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    if meta.get("format") != SIDECAR_FORMAT:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot resume: the sidecar {str(sidecar)!r} is not valid "
+                         f"JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SESSION_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
         raise ValueError(f"{str(sidecar)!r} is not a bubbles session sidecar (format "
-                         f"{meta.get('format')!r}, expected {SIDECAR_FORMAT!r})")
+                         f"{fmt!r}, expected {SESSION_FORMAT!r})")
+    if meta.get("version") != SESSION_VERSION:
+        raise ValueError(f"cannot resume: {str(sidecar)!r} has session format version "
+                         f"{meta.get('version')!r}; this toolkit writes {SESSION_VERSION}")
     dropped = []
-
-    # CSV: drop a half-written tail, and a last line with the wrong field count.
-    good, tail = _complete_lines(csv_path)
-    if tail:
-        dropped.append(f"dropped half-written last line of {csv_path.name}: {tail!r}")
-    lines = good.decode("utf-8").splitlines(keepends=True)
-    if not lines or next(csv.reader([lines[0]])) != list(COLUMNS):
-        raise ValueError(f"{str(csv_path)!r} does not start with the header "
-                         f"{','.join(COLUMNS)}")
-    rows, size = [], len(lines[0].encode("utf-8"))
-    for line in lines[1:]:
-        values = next(csv.reader([line]))
-        if len(values) != len(COLUMNS):
-            dropped.append(f"dropped malformed line of {csv_path.name}: {line!r}")
-            break
-        rows.append(dict(zip(COLUMNS, values)))
-        size += len(line.encode("utf-8"))
-    if size != csv_path.stat().st_size:
-        _truncate(csv_path, size)
-    trials = [int(r["trial"]) for r in rows]
-    if trials != list(range(len(trials))):
-        raise ValueError(f"{str(csv_path)!r} trials are not numbered 0, 1, 2, ...: "
-                         f"{trials[:10]}")
-
-    # Centres: keep one complete record per CSV row, in order; drop the rest.
-    good, tail = _complete_lines(centers_path)
-    if tail:
-        dropped.append(f"dropped half-written last line of {centers_path.name}: {tail!r}")
-    records, size = [], 0
-    for line in good.decode("utf-8").splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            dropped.append(f"dropped malformed line of {centers_path.name}: {line!r}")
-            break
-        if len(records) == len(rows):
-            dropped.append(f"dropped centres of trial {rec.get('trial')} from "
-                           f"{centers_path.name}: its CSV row was never written")
-            break
-        if rec.get("trial") != len(records):
-            raise ValueError(f"{str(centers_path)!r} has trial {rec.get('trial')!r} where "
-                             f"trial {len(records)} was expected")
-        records.append(rec)
-        size += len(line.encode("utf-8"))
+    rows, csv_size = _read_csv_rows(csv_path, dropped)
+    records, centers_size = _read_centers(centers_path, len(rows), dropped)
     if len(records) < len(rows):
         raise ValueError(f"{str(centers_path)!r} has {len(records)} trials but "
                          f"{str(csv_path)!r} has {len(rows)}: the centres of trial "
                          f"{len(records)} are missing")
-    if size != centers_path.stat().st_size:
-        _truncate(centers_path, size)
-    return ResumeState(stem=stem, meta=meta, rows=rows, centers=records, dropped=dropped)
+    cuts = [(p, size) for p, size in ((csv_path, csv_size), (centers_path, centers_size))
+            if size != p.stat().st_size]
+    state = ResumeState(stem=stem, meta=meta, rows=rows, centers=records,
+                        dropped=dropped, cuts=cuts)
+    if repair:
+        state.repair()
+    return state
 
 
 # -- BIDS ----------------------------------------------------------------------------
@@ -305,35 +409,60 @@ def _bids_label(text):
     return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "x"
 
 
-def export_bids(csv_path, bids_root, participant, exp_name, *, meta=None):
-    """Copy a session CSV to ``bids_root/sub-<id>/beh/sub-<id>_task-<name>_beh.tsv``.
+def _bids_source(js):
+    """The session CSV a BIDS ``_beh.json`` was made from (None if unreadable)."""
+    try:
+        return json.loads(Path(js).read_text(encoding="utf-8")).get("Source")
+    except (OSError, ValueError, AttributeError):
+        return None
 
-    Empty cells become ``n/a``; a ``_beh.json`` sidecar describes the columns. An
-    existing file is never replaced: ``_run-2``, ``_run-3`` ... are added instead.
+
+def _write_replacing(path, text):
+    """Write ``path`` through a temporary file renamed over it (fsynced)."""
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def export_bids(csv_path, bids_root, participant, exp_name, *, session=1, meta=None):
+    """Copy a session CSV to
+    ``bids_root/sub-<id>/ses-<n>/beh/sub-<id>_ses-<n>_task-<name>_beh.tsv``.
+
+    Empty cells become ``n/a``; a ``_beh.json`` sidecar describes the columns and
+    names the CSV it was made from (``Source``). The BIDS copy is derived data: a
+    second export of the same session CSV (the end of a resumed session) replaces
+    the copy it made before, so the file holds the whole session once. A copy of a
+    *different* session CSV with the same participant, session and task is never
+    replaced: ``_run-2``, ``_run-3`` ... are added instead.
 
     Returns
     -------
     (Path, Path)
         The TSV and JSON paths.
     """
-    sub, task = _bids_label(participant), _bids_label(exp_name)
-    folder = Path(bids_root) / f"sub-{sub}" / "beh"
+    if isinstance(session, bool) or not isinstance(session, int) or session < 0:
+        raise ValueError(f"session must be an integer >= 0, got {session!r}")
+    sub, task, ses = _bids_label(participant), _bids_label(exp_name), f"ses-{session}"
+    folder = Path(bids_root) / f"sub-{sub}" / ses / "beh"
     folder.mkdir(parents=True, exist_ok=True)
-    base, run = f"sub-{sub}_task-{task}", 1
+    source = Path(csv_path).name
+    base, run = f"sub-{sub}_{ses}_task-{task}", 1
     while True:
         name = base if run == 1 else f"{base}_run-{run}"
         tsv, js = folder / f"{name}_beh.tsv", folder / f"{name}_beh.json"
         if not tsv.exists() and not js.exists():
-            break
+            break                                   # a free name
+        if js.exists() and _bids_source(js) == source:
+            break                                   # this session's own copy: replace
         run += 1
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    with open(tsv, "x", encoding="utf-8") as f:
-        for row in rows:
-            f.write("\t".join(v if v != "" else "n/a" for v in row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    info = {"TaskName": task, "Source": Path(csv_path).name}
+    _write_replacing(tsv, "".join("\t".join(v if v != "" else "n/a" for v in row) + "\n"
+                                  for row in rows))
+    info = {"TaskName": task, "Source": source}
     if meta:
         info["KeyMapping"] = meta.get("key_mapping")
     for col in rows[0] if rows else ():
@@ -341,7 +470,5 @@ def export_bids(csv_path, bids_root, participant, exp_name, *, meta=None):
         if col in _UNITS:
             entry["Units"] = _UNITS[col]
         info[col] = entry
-    with open(js, "x", encoding="utf-8") as f:
-        json.dump(info, f, indent=2)
-        f.write("\n")
+    _write_replacing(js, json.dumps(info, indent=2) + "\n")
     return tsv, js

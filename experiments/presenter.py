@@ -264,13 +264,12 @@ class HeadlessPresenter:
         self.monitor_info = {"headless": True, "frame_rate": self.frame_rate}
         self._t0 = time.perf_counter()
         self._image = None
-        self.texts = []
 
     def now(self):
         return time.perf_counter() - self._t0
 
     def text(self, text, frames=1):
-        self.texts.append(text)
+        """Nothing is shown."""
 
     def load(self, image):
         self._image = np.round(np.asarray(image, np.float32) * 255.0) / 255.0

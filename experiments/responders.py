@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Response", "Responder", "KeyboardResponder", "ScriptedResponder",
-           "TemplateResponder", "model_responder", "make_responder"]
+           "TemplateResponder", "ModelResponder", "model_responder", "make_responder",
+           "image_backgrounds"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,13 @@ class Responder:
 
     def arm(self, win=None):
         """Called just before the stimulus onset flip (start listening, reset clocks)."""
+
+    def begin_trial(self, prepared):
+        """Called before :meth:`respond` with the trial's
+        :class:`experiments.trials.Prepared` (``stim_index``: which image of the set
+        is shown; ``spec``: the trial's BubbleSpec). Simulated observers may use it for
+        what a person sees anyway (the grey of the hidden parts); a person ignores it.
+        """
 
     def respond(self, stimulus, choices, *, clock=None):
         """Answer one trial.
@@ -177,18 +185,42 @@ class ScriptedResponder(Responder):
         return keys[0]
 
 
+def image_backgrounds(images, background):
+    """Grey level of the hidden parts of each image's bubbled stimuli.
+
+    What :func:`bubbles.apply_bubbles` fills the hidden parts with: for ``'mean'`` each
+    image's own mean grey (computed exactly as ``apply_bubbles`` does), for a number
+    that grey level, for ``'noise'`` each image's mean (the noise is centred on it).
+
+    Returns
+    -------
+    float or ndarray of float32, shape (n_images,)
+    """
+    if isinstance(background, str):
+        if background not in ("mean", "noise"):
+            raise ValueError(f"background must be 'mean', 'noise' or a grey level in "
+                             f"[0, 1], got {background!r}")
+        images = np.asarray(images, dtype=np.float32)
+        return images.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+    return float(background)
+
+
 class TemplateResponder(Responder):
     """A simulated observer that matches the drawn frame against templates.
 
     Wraps an object with ``decide(stimulus, background=...) -> label`` such as
-    :class:`analysis.simulate.TemplateObserver`.
+    :class:`analysis.simulate.TemplateObserver`; the observer subtracts ``background``
+    (the grey of the hidden parts) before matching.
 
     Parameters
     ----------
     observer : object
         Has ``decide(stimulus, background=0.5)`` returning one of the choice labels.
-    background : float
-        Grey level of the hidden parts of the stimulus, passed to ``decide``.
+    background : float or sequence of float
+        Grey level of the hidden parts of the stimulus, passed to ``decide``: one value
+        for every image, or one per image of the stimulus set (see
+        :func:`image_backgrounds`; the session then tells the responder which image
+        is shown through :meth:`begin_trial`).
     rt : float or None
         Reaction time to report; None reports the time since onset from the clock.
     """
@@ -200,11 +232,17 @@ class TemplateResponder(Responder):
             raise ValueError("observer must have a decide(stimulus, background=...) "
                              f"method, got {type(observer).__name__}")
         self.observer = observer
-        self.background = float(background)
+        bg = np.asarray(background, dtype=np.float64)
+        if bg.ndim > 1 or bg.size == 0 or not np.all(np.isfinite(bg)):
+            raise ValueError("background must be a grey level or one per image, got "
+                             f"{background!r}")
+        self.background = float(bg) if bg.ndim == 0 else np.asarray(background,
+                                                                    np.float32)
         self.rt = rt
+        self._index = None
 
     @classmethod
-    def from_stimuli(cls, stimuli, labels, *, background=0.5, internal_noise=None,
+    def from_stimuli(cls, stimuli, labels, *, background="mean", internal_noise=None,
                      seed=0, rt=None):
         """Template observer whose template per label is the mean image of that label.
 
@@ -213,6 +251,9 @@ class TemplateResponder(Responder):
         stimuli : bubbles.stimuli.StimulusSet
         labels : sequence of str
             Expression labels the observer chooses among.
+        background : 'mean', 'noise', float or sequence of float
+            The session's ``bubbles.background``: the hidden parts of each stimulus are
+            taken to be the grey :func:`image_backgrounds` gives for its image.
         internal_noise : float, optional
             Passed to ``TemplateObserver`` (its default when None).
 
@@ -238,25 +279,83 @@ class TemplateResponder(Responder):
         kwargs = {"seed": seed}
         if internal_noise is not None:
             kwargs["internal_noise"] = internal_noise
-        return cls(TemplateObserver(templates, **kwargs), background=background, rt=rt)
+        return cls(TemplateObserver(templates, **kwargs),
+                   background=image_backgrounds(stimuli.images, background), rt=rt)
+
+    def begin_trial(self, prepared):
+        self._index = int(prepared.stim_index)
+
+    def current_background(self):
+        """The grey level the hidden parts of the current stimulus have."""
+        if np.ndim(self.background) == 0:
+            return self.background
+        if self._index is None:
+            raise RuntimeError("TemplateResponder with one background per image needs "
+                               "begin_trial(prepared) before each respond()")
+        return float(self.background[self._index])
 
     def respond(self, stimulus, choices, *, clock=None):
-        label = self.observer.decide(stimulus, background=self.background)
+        bg = self.current_background()
+        self._index = None
+        label = self.observer.decide(stimulus, background=bg)
         rt = self.rt if self.rt is not None else _elapsed(clock)
         return _answer(label, choices, self.quit_key, rt)
+
+
+class ModelResponder(Responder):
+    """A simulated observer that classifies the drawn frame with a model.
+
+    Wraps any object with ``decide(stimulus) -> label`` and ``labels`` (the labels it
+    answers with), such as :class:`ann_bridge.observer.NetworkObserver`; the observer
+    knows nothing of keys, clocks or sessions.
+
+    Parameters
+    ----------
+    observer : object
+        Has ``decide(stimulus)`` returning one of the choice labels.
+    rt : float or None
+        Reaction time to report; None reports the time since onset from the clock.
+    """
+
+    needs_frame = True
+
+    def __init__(self, observer, *, rt=None):
+        if not callable(getattr(observer, "decide", None)):
+            raise ValueError("observer must have a decide(stimulus) method, got "
+                             f"{type(observer).__name__}")
+        if rt is not None and not (isinstance(rt, (int, float)) and rt >= 0):
+            raise ValueError(f"rt must be None or a number of seconds >= 0, got {rt!r}")
+        self.observer = observer
+        self.rt = rt
+
+    @property
+    def labels(self):
+        """The labels the observer answers with."""
+        return tuple(getattr(self.observer, "labels", ()))
+
+    def respond(self, stimulus, choices, *, clock=None):
+        label = self.observer.decide(stimulus)
+        rt = self.rt if self.rt is not None else _elapsed(clock)
+        return _answer(label, choices, self.quit_key, rt)
+
+    def close(self):
+        close = getattr(self.observer, "close", None)
+        if callable(close):
+            close()
 
 
 def model_responder(stimuli, labels, *, seed=0, **kwargs):
     """The network observer of ``ann_bridge`` as a responder (``--simulate model``).
 
     Imports ``ann_bridge.observer.NetworkObserver`` lazily, so that sessions run without
-    torch. Uses ``NetworkObserver.from_stimuli(stimuli, labels, seed=seed, **kwargs)``
-    when the class defines it, else ``NetworkObserver(**kwargs)``.
+    torch, and returns ``ModelResponder(NetworkObserver.from_stimuli(stimuli, labels,
+    seed=seed, **kwargs))``.
 
     Raises
     ------
     RuntimeError
-        torch is not installed, or ann_bridge has no network observer.
+        torch is not installed, ann_bridge has no network observer, or it cannot be
+        created.
     """
     if importlib.util.find_spec("torch") is None:
         raise RuntimeError("--simulate model needs torch, which is not installed; "
@@ -267,12 +366,11 @@ def model_responder(stimuli, labels, *, seed=0, **kwargs):
         raise RuntimeError("--simulate model needs ann_bridge.observer.NetworkObserver, "
                            f"which could not be imported: {err}") from err
     try:
-        if hasattr(NetworkObserver, "from_stimuli"):
-            return NetworkObserver.from_stimuli(stimuli, labels, seed=seed, **kwargs)
-        return NetworkObserver(**kwargs)
+        observer = NetworkObserver.from_stimuli(stimuli, labels, seed=seed, **kwargs)
     except Exception as err:
         raise RuntimeError(f"--simulate model could not create the network observer: "
                            f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    return ModelResponder(observer)
 
 
 class KeyboardResponder(Responder):
@@ -369,10 +467,10 @@ def make_responder(kind, *, stimuli, labels, cfg, seed=0, decision_noise=None):
     if kind == "scripted":
         return ScriptedResponder.random(seed, quit_key=quit_key)
     if kind == "template":
-        bg = cfg["bubbles"]["background"]
-        if isinstance(bg, str):  # 'mean' or 'noise': hidden parts sit near the mean grey
-            bg = float(np.mean(stimuli.images))
-        return TemplateResponder.from_stimuli(stimuli, labels, background=bg, seed=seed)
+        # the hidden parts of each stimulus: its own image's mean grey ('mean', and the
+        # centre of 'noise') or the configured grey level
+        return TemplateResponder.from_stimuli(stimuli, labels, seed=seed,
+                                              background=cfg["bubbles"]["background"])
     if kind == "model":
         noise = {} if decision_noise is None else {"decision_noise": decision_noise}
         return model_responder(stimuli, labels, seed=seed, **noise)

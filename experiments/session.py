@@ -124,7 +124,9 @@ class Session:
                  stimuli=None, resume=None, decision_noise=None):
         self.state = None
         if resume is not None:
-            self.state = datafile.open_for_resume(resume)
+            # read and check only: the files are repaired (cut back, after a backup)
+            # in run(), once every check that can refuse the resume has passed
+            self.state = datafile.open_for_resume(resume, repair=False)
             meta = self.state.meta
             cfg, participant, session = meta["config"], meta["participant"], meta["session"]
             data_dir = self.state.stem.parent
@@ -187,7 +189,8 @@ class Session:
                                         self.cfg["expName"], self.date)
             self.files = datafile.SessionFiles(stem)
             self.meta = {
-                "format": datafile.SIDECAR_FORMAT, "version": 1, "config": self.cfg,
+                "format": datafile.SESSION_FORMAT, "version": datafile.SESSION_VERSION,
+                "config": self.cfg,
                 "spec": self.spec.to_dict(), "seed": self.cfg["seed"],
                 "seeds": {"order_seed": self.order_seed, "mask_seed": self.mask_seed},
                 "key_mapping": self.mapping, "key_mapping_index": self.mapping_index,
@@ -202,6 +205,7 @@ class Session:
         else:
             self.meta = self.state.meta
             self.date = self.meta["date"]
+            self.state.repair()        # cut torn last lines (each file backed up first)
             self.files = datafile.SessionFiles(self.state.stem, resume=True)
             self.start = len(self.state.rows)
             for run in self.meta.get("runs", []):   # killed runs never recorded an end
@@ -260,6 +264,9 @@ class Session:
         shown = self.presenter.present(tm["stimulus_frames"], self.responder,
                                        grab=self.responder.needs_frame)
         seen = shown.frame if shown.frame is not None else prepared.image
+        begin = getattr(self.responder, "begin_trial", None)
+        if begin is not None:       # simulated observers: which image, which spec
+            begin(prepared)
         self.rt_clock.reset()
         response = self.responder.respond(seen, dict(self.mapping), clock=self.rt_clock)
         shown = self.presenter.clear(shown)
@@ -313,7 +320,6 @@ class Session:
         t0 = time.perf_counter()
         prepared = self.builder.build(self.plan[t], n, mask_index=t)
         self.presenter.load(prepared.image)
-        self.prepared = prepared   # the current trial's stimulus (for observers, tests)
         self._prep_ms = 1000 * (time.perf_counter() - t0)
         return prepared, intensity
 
@@ -378,7 +384,8 @@ class Session:
             "first_trial": self.start, "simulate": self.simulate,
             "decision_noise": self.decision_noise,
             "monitor": self.presenter.monitor_info, "versions": _versions(),
-            "dropped_on_resume": list(self.state.dropped) if self.state else []})
+            "dropped_on_resume": list(self.state.dropped) if self.state else [],
+            "backups": [str(x) for x in self.state.backups] if self.state else []})
         try:
             self._make_quest()
             self.builder = trials.StimulusBuilder(self.stimuli.images, self.spec,
@@ -420,9 +427,10 @@ class Session:
                 last_trial=self.n_done - 1, status=status)
             self.meta["status"] = status
             if status in ("completed", "escaped"):
+                # derived from the CSV: a resumed session replaces its own copy
                 tsv, js = datafile.export_bids(self.files.csv_path, self.data_dir,
                                                self.participant, self.cfg["expName"],
-                                               meta=self.meta)
+                                               session=self.session, meta=self.meta)
                 self.result_files.update(bids_tsv=tsv, bids_json=js)
                 self.meta["runs"][-1]["bids"] = [str(tsv), str(js)]
             self.files.write_sidecar(self.meta)

@@ -49,26 +49,27 @@ def limit_blas_threads(n=1):
 def load_stimuli(cfg):
     """The StimulusSet a configuration names, restricted to its expressions.
 
-    ``stimuli.source = "faces"`` builds the embedded faces
-    (:func:`bubbles.faces.face_set`); anything else is a folder read with
-    :meth:`bubbles.stimuli.StimulusSet.from_folder`.
+    ``stimuli.source`` means what :func:`bubbles.load_source` says (the one meaning
+    shared with the analysis): ``"faces"`` builds the embedded faces
+    (``face_set(stimuli.n_identities, seed=0, size=stimuli.size)``), anything else is a
+    folder read with :meth:`bubbles.stimuli.StimulusSet.from_folder`.
     """
-    from bubbles.stimuli import StimulusSet
+    from bubbles import load_source
 
     s_cfg = cfg["stimuli"]
     wanted = s_cfg["expressions"]
     if s_cfg["source"] == "faces":
-        from bubbles.faces import EXPRESSIONS, face_set
+        from bubbles.faces import EXPRESSIONS
 
         bad = [x for x in wanted if x not in EXPRESSIONS]
         if bad:
             raise ValueError(f"config key 'stimuli.expressions' must list expressions of "
                              f"the embedded faces {list(EXPRESSIONS)}, got {wanted}")
-        stimuli = face_set(s_cfg["n_identities"], seed=0, size=s_cfg["size"],
-                           expressions=tuple(wanted) or EXPRESSIONS)
+        stimuli = load_source("faces", n_identities=s_cfg["n_identities"],
+                              size=s_cfg["size"], expressions=tuple(wanted) or None)
     else:
         try:
-            stimuli = StimulusSet.from_folder(s_cfg["source"])
+            stimuli = load_source(s_cfg["source"])
         except (OSError, ValueError) as err:
             raise ValueError(f"config key 'stimuli.source' must be \"faces\" or a folder "
                              f"of images with a manifest.csv, got {s_cfg['source']!r}: "
@@ -255,9 +256,9 @@ class StimulusBuilder:
         masks = render_masks(spec, centers, out=self._out)
         image = self.images[stim_index]
         bands = self.bands(stim_index) if spec.multiscale else None
-        rng = None
-        if spec.background == "noise":
-            rng = np.random.default_rng([self.mask_seed, int(mask_index), 1])
-        stim = bubble_stimuli(image, spec, masks, bands=bands, rng=rng)[0]
+        # a noise background is regenerable like the centres: trial t's field comes
+        # from (mask_seed, t) (bubbles.noise_background); other backgrounds ignore them
+        stim = bubble_stimuli(image, spec, masks, bands=bands, seed=self.mask_seed,
+                              trials=[int(mask_index)])[0]
         per_band = centers if spec.multiscale else [centers]
         return Prepared(stim, per_band, spec, int(stim_index), int(mask_index))

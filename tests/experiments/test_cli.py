@@ -87,6 +87,31 @@ def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, monkeypatch)
     assert "session must be an integer >= 0, got 'three'" in capsys.readouterr().err
 
 
+def test_session_zero_is_kept_and_negative_sessions_refused(tmp_path, capsys,
+                                                            monkeypatch):
+    import experiments.session
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    made = {}
+
+    class FakeSession:
+        def __init__(self, cfg, participant, **kwargs):
+            made.update(kwargs, participant=participant)
+
+        def run(self):
+            return experiments.session.SessionResult(tmp_path, 0, True, False)
+
+    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+    argv = ["--participant", "P1", "--data-dir", str(tmp_path)]
+    assert cli.run(argv + ["--session", "0"]) == 0
+    assert made["session"] == 0                       # not turned into session 1
+    assert cli.run(argv) == 0 and made["session"] == 1
+    made.clear()
+    assert cli.run(argv + ["--session", "-1"]) == 2
+    assert "--session must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert made == {}
+
+
 def test_a_dialog_that_cannot_open_is_reported(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")
     monkeypatch.setattr(cli, "dialog_problem", lambda: "Qt platform plugin 'xcb'")

@@ -47,6 +47,8 @@ def test_user_file_merges_over_defaults(tmp_path):
     ({"bubbles.bands": 2, "bubbles.sigma": [1.0, 2.0, 3.0]},
      r"'bubbles\.sigma' must be a scalar or one value per band \(2\)"),
     ({"seed": -1}, r"'seed' must be an integer in \[0, "),
+    ({"stimuli.expressions": ["happy"], "quest.gamma": 0.5},
+     r"'stimuli\.expressions' must be at least 2 labels"),
 ])
 def test_bad_values_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -84,3 +86,17 @@ def test_per_band_counts_reach_the_spec(small_faces):
     cfg = load_config(overrides={"bubbles.n_bubbles": [3, 0], "bubbles.bands": 2})
     spec = spec_from_config(cfg, small_faces.shape)
     assert spec.n_per_band == (3, 0)
+
+
+def test_bubble_choices_are_those_of_bubblespec(monkeypatch):
+    import bubbles.spec
+
+    for key, allowed in (("aperture", bubbles.spec.APERTURES),
+                         ("polarity", bubbles.spec.POLARITIES),
+                         ("overlap", bubbles.spec.OVERLAPS)):
+        for value in allowed:                               # every one BubbleSpec takes
+            assert load_config(overrides={f"bubbles.{key}": value})["bubbles"][key] == \
+                value
+        with pytest.raises(ConfigError, match=rf"'bubbles\.{key}' must be one of "
+                                              rf"{list(allowed)}".replace("[", "\\[")):
+            load_config(overrides={f"bubbles.{key}": "nope"})

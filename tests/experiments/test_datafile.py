@@ -21,7 +21,8 @@ def _centers(t):
 
 def _write(stem, n):
     files = SessionFiles(stem)
-    files.write_sidecar({"format": datafile.SIDECAR_FORMAT, "version": 1})
+    files.write_sidecar({"format": datafile.SESSION_FORMAT,
+                         "version": datafile.SESSION_VERSION})
     for t in range(n):
         files.write_trial(_row(t), _centers(t))
     return files
@@ -70,11 +71,11 @@ def test_a_second_session_the_same_minute_gets_new_names(fast_cfg, tmp_path,
     assert first.stem.name == "P01_bubbles_expressions_2026-01-01_10h00.00.000"
     assert second.stem.name == first.stem.name + "_2"
     assert {p: p.read_bytes() for p in before} == before        # nothing rewritten
-    beh = sorted(p.name for p in (tmp_path / "sub-P01" / "beh").iterdir())
-    assert beh == ["sub-P01_task-bubblesexpressions_beh.json",
-                   "sub-P01_task-bubblesexpressions_beh.tsv",
-                   "sub-P01_task-bubblesexpressions_run-2_beh.json",
-                   "sub-P01_task-bubblesexpressions_run-2_beh.tsv"]
+    beh = sorted(p.name for p in (tmp_path / "sub-P01" / "ses-1" / "beh").iterdir())
+    assert beh == ["sub-P01_ses-1_task-bubblesexpressions_beh.json",
+                   "sub-P01_ses-1_task-bubblesexpressions_beh.tsv",
+                   "sub-P01_ses-1_task-bubblesexpressions_run-2_beh.json",
+                   "sub-P01_ses-1_task-bubblesexpressions_run-2_beh.tsv"]
 
 
 @pytest.mark.parametrize("pid", ["", "../x", "a/b", ".hidden", "a b"])
@@ -95,9 +96,10 @@ def test_resume_drops_half_written_lines(tmp_path):
     state = datafile.open_for_resume(files.csv_path)
     assert [r["trial"] for r in state.rows] == ["0", "1", "2", "3"]
     assert [c["trial"] for c in state.centers] == [0, 1, 2, 3]
-    assert len(state.dropped) == 3
+    assert len(state.dropped) == 5                # 3 drops + 2 backups
     assert any("half-written last line of s.csv" in m for m in state.dropped)
     assert any("centres of trial 4" in m for m in state.dropped)
+    assert any("copied s.csv to s.csv.bak" in m for m in state.dropped)
     # the files are cut back to whole trials, ready to be appended to
     assert files.csv_path.read_text().endswith("\n")
     assert len(files.centers_path.read_text().splitlines()) == 4
@@ -123,16 +125,120 @@ def test_resume_refuses_inconsistent_files(tmp_path):
         datafile.open_for_resume(files.csv_path)
 
 
-def test_bids_export_uses_na_and_never_overwrites(tmp_path):
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _torn(files, n):
+    """A session of n trials whose last CSV row and a centres line were cut short."""
+    with open(files.csv_path, "a") as f:
+        f.write(f"P01,1,{n},main,s{n},,,f,")
+    with open(files.centers_path, "a") as f:
+        f.write(json.dumps(_centers(n)) + "\n")
+
+
+@pytest.mark.parametrize("which, bad_line", [("csv", 3), ("centers", 2)])
+def test_resume_refuses_damage_before_the_last_line(tmp_path, which, bad_line):
+    files = _write(tmp_path / "s", 5)
+    files.close()
+    path = files.csv_path if which == "csv" else files.centers_path
+    lines = path.read_text().splitlines(keepends=True)
+    lines[bad_line - 1] = "garbage, not a trial\n"           # damage mid-file
+    path.write_text("".join(lines))
+    _torn(files, 5)                                          # and a torn end
+    before = _snapshot(tmp_path)
+    name = "s.csv" if which == "csv" else "s_centers.jsonl"
+    with pytest.raises(ValueError, match=rf"cannot resume: '.*{name}' line {bad_line} "
+                                         rf".*nothing was changed"):
+        datafile.open_for_resume(files.csv_path)
+    assert _snapshot(tmp_path) == before                     # later trials kept, no .bak
+
+
+def test_resume_drops_an_unparsable_last_line_only(tmp_path):
+    files = _write(tmp_path / "s", 3)
+    files.close()
+    with open(files.csv_path, "a") as f:
+        f.write("P01,1,3,main\n")                # complete line, too few fields
+    with open(files.centers_path, "a") as f:
+        f.write("\x00\x00\x00\n")                   # garbage after the last record
+    state = datafile.open_for_resume(files.csv_path)
+    assert [r["trial"] for r in state.rows] == ["0", "1", "2"]
+    assert len(state.centers) == 3
+    assert any("malformed last line of s.csv (line 5" in m for m in state.dropped)
+    assert any("malformed last line of s_centers.jsonl (line 4" in m
+               for m in state.dropped)
+
+
+def test_resume_backs_up_before_cutting_and_never_overwrites_a_backup(tmp_path):
+    files = _write(tmp_path / "s", 2)
+    files.close()
+    _torn(files, 2)
+    original = files.csv_path.read_bytes(), files.centers_path.read_bytes()
+    # checking only changes nothing on disk
+    state = datafile.open_for_resume(files.csv_path, repair=False)
+    assert (files.csv_path.read_bytes(), files.centers_path.read_bytes()) == original
+    assert not list(tmp_path.glob("*.bak*"))
+    assert state.repair() == [tmp_path / "s.csv.bak", tmp_path / "s_centers.jsonl.bak"]
+    assert (tmp_path / "s.csv.bak").read_bytes() == original[0]
+    assert (tmp_path / "s_centers.jsonl.bak").read_bytes() == original[1]
+    assert len(files.csv_path.read_text().splitlines()) == 3
+    _torn(files, 2)                                          # torn again
+    state = datafile.open_for_resume(files.csv_path)
+    assert [b.name for b in state.backups] == ["s.csv.bak-2", "s_centers.jsonl.bak-2"]
+    assert (tmp_path / "s.csv.bak").read_bytes() == original[0]   # first backup kept
+    assert datafile.open_for_resume(files.csv_path).backups == []  # nothing to cut
+
+
+def test_a_refused_resume_changes_nothing(fast_cfg, tmp_path):
+    from experiments.responders import ScriptedResponder
+    from experiments.session import Session
+
+    result = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                     responder=ScriptedResponder.random(0)).run()
+    assert result.completed
+    with open(f"{result.stem}.csv", "a") as f:
+        f.write("P01,1,8,main,id0")                           # a torn line after the end
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"nothing to resume"):
+        Session(resume=result.stem, presenter="headless")
+    assert _snapshot(tmp_path) == before                      # checked before cutting
+
+
+def test_bids_export_uses_na_and_sessions_and_never_overwrites(tmp_path):
     files = _write(tmp_path / "P-01_exp", 2)
     files.close()
-    tsv, js = datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task")
-    assert tsv == tmp_path / "sub-P01" / "beh" / "sub-P01_task-mytask_beh.tsv"
+    tsv, js = datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task",
+                                   session=2)
+    assert tsv == (tmp_path / "sub-P01" / "ses-2" / "beh"
+                   / "sub-P01_ses-2_task-mytask_beh.tsv")
+    assert js == tsv.with_name("sub-P01_ses-2_task-mytask_beh.json")
     lines = tsv.read_text().splitlines()
     assert lines[0].split("\t") == list(COLUMNS)
     assert "n/a" in lines[1].split("\t")
     info = json.loads(js.read_text())
     assert info["TaskName"] == "mytask" and info["rt"]["Units"] == "s"
-    tsv2, _ = datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task")
-    assert tsv2.name == "sub-P01_task-mytask_run-2_beh.tsv"
-    assert tsv.read_text().splitlines() == lines
+    assert info["Source"] == "P-01_exp.csv"
+    other = _write(tmp_path / "P-01_exp_2", 1)               # another session CSV
+    other.close()
+    tsv2, _ = datafile.export_bids(other.csv_path, tmp_path, "P-01", "my_task",
+                                   session=2)
+    assert tsv2.name == "sub-P01_ses-2_task-mytask_run-2_beh.tsv"
+    assert tsv.read_text().splitlines() == lines              # never overwritten
+    with pytest.raises(ValueError, match=r"session must be an integer >= 0"):
+        datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task", session=-1)
+
+
+def test_bids_copy_of_a_resumed_session_is_replaced_not_added(tmp_path):
+    files = _write(tmp_path / "s", 2)
+    files.close()
+    tsv, js = datafile.export_bids(files.csv_path, tmp_path, "P01", "t", session=1)
+    more = SessionFiles(files.stem, resume=True)             # the session continues
+    more.write_trial(_row(2), _centers(2))
+    more.close()
+    csv_before = files.csv_path.read_bytes()
+    again = datafile.export_bids(files.csv_path, tmp_path, "P01", "t", session=1)
+    assert again == (tsv, js)                                 # no _run-2
+    assert sorted(p.name for p in tsv.parent.iterdir()) == [js.name, tsv.name]
+    assert [x.split("\t")[2] for x in tsv.read_text().splitlines()[1:]] == \
+        ["0", "1", "2"]                                       # the whole session, once
+    assert files.csv_path.read_bytes() == csv_before          # the CSV is not touched

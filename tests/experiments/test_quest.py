@@ -97,11 +97,12 @@ class WeibullObserver(ScriptedResponder):
     """Correct with QUEST's own psychometric function of log10(n_bubbles shown).
 
     The 75%-correct point is at ``threshold`` bubbles (3 choices, beta 3.5, delta .01),
-    the REFERENCES.md section 5 simulation. It reads the count from the session's
-    current trial, so it tests the QUEST wiring, not vision.
+    the REFERENCES.md section 5 simulation. It reads the trial's image and bubble count
+    from what the session hands every responder before it answers
+    (``begin_trial(prepared)``), so it tests the QUEST wiring, not vision.
     """
 
-    session = None  # set once the session exists
+    stimuli = None  # the session's stimulus set (for the correct answer)
 
     def __init__(self, threshold, seed, beta=3.5, gamma=1 / 3, delta=0.01):
         super().__init__(self._answer)
@@ -113,9 +114,12 @@ class WeibullObserver(ScriptedResponder):
         self.shift = grid[np.argmin(np.abs(p(grid) - 0.75))]   # p(shift) = 0.75
         self.p, self.log_t = p, math.log10(threshold)
 
+    def begin_trial(self, prepared):
+        self.prepared = prepared
+
     def _answer(self, stimulus, choices, n):
-        prepared = self.session.prepared
-        truth = self.session.stimuli.table["expression"].iloc[prepared.stim_index]
+        prepared = self.prepared
+        truth = self.stimuli.table["expression"].iloc[prepared.stim_index]
         x = math.log10(prepared.spec.total_bubbles) - self.log_t + self.shift
         if self.rng.random() < self.p(x):
             return truth
@@ -130,9 +134,9 @@ def test_quest_converges_on_a_matching_observer(make_cfg, tmp_path, small_faces,
     estimates, late = [], []
     for seed in range(6):
         observer = WeibullObserver(threshold=40, seed=seed)
+        observer.stimuli = small_faces
         session = Session(cfg, f"W{seed}", data_dir=tmp_path, presenter="headless",
                           stimuli=small_faces, responder=observer)
-        observer.session = session
         rows = _rows(f"{session.run().stem}.csv")
         estimates.append(10 ** float(rows[-1]["quest_mean"]))
         late += [int(r["correct"]) for r in rows[60:]]

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.responders import (Response, ScriptedResponder, TemplateResponder,
-                                    make_responder, model_responder)
+from experiments.responders import (ModelResponder, Response, ScriptedResponder,
+                                    TemplateResponder, make_responder, model_responder)
+from experiments.trials import Prepared
 
 CHOICES = {"happy": "f", "fearful": "g", "neutral": "h"}
 
@@ -96,21 +97,30 @@ def test_make_responder_kinds(fast_cfg, small_faces):
 
 def test_model_responder_gets_the_decision_noise(fast_cfg, small_faces):
     pytest.importorskip("torch")
-    observer = make_responder("model", stimuli=small_faces, labels=small_faces.expressions,
-                              cfg=fast_cfg, seed=3, decision_noise=2.5)
+    responder = make_responder("model", stimuli=small_faces,
+                               labels=small_faces.expressions, cfg=fast_cfg, seed=3,
+                               decision_noise=2.5)
+    assert isinstance(responder, ModelResponder) and responder.needs_frame
+    observer = responder.observer
     assert observer.decision_noise == 2.5 and observer.seed == 3
-    assert observer.labels == tuple(small_faces.expressions)
+    assert responder.labels == observer.labels == tuple(small_faces.expressions)
     assert make_responder("model", stimuli=small_faces, labels=small_faces.expressions,
-                          cfg=fast_cfg).decision_noise == 0.0
+                          cfg=fast_cfg).observer.decision_noise == 0.0
+    answer = responder.respond(small_faces.images[0], CHOICES)
+    assert answer.label in CHOICES and answer.key == CHOICES[answer.label]
 
 
 def test_model_hook_builds_the_network_observer(monkeypatch, small_faces):
     import types
 
+    class Observer(tuple):
+        def decide(self, stimulus):
+            return self[1][0]
+
     class NetworkObserver:
         @classmethod
         def from_stimuli(cls, stimuli, labels, *, seed=0):
-            return ("observer", tuple(labels), seed)
+            return Observer(("observer", tuple(labels), seed))
 
     fake = types.ModuleType("ann_bridge.observer")
     fake.NetworkObserver = NetworkObserver
@@ -118,8 +128,9 @@ def test_model_hook_builds_the_network_observer(monkeypatch, small_faces):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "torch" else real(name, *a))
-    assert model_responder(small_faces, ("happy", "neutral"), seed=4) == \
-        ("observer", ("happy", "neutral"), 4)
+    got = model_responder(small_faces, ("happy", "neutral"), seed=4)
+    assert isinstance(got, ModelResponder)
+    assert got.observer == ("observer", ("happy", "neutral"), 4)
 
     def broken(cls, stimuli, labels, *, seed=0):
         raise OSError("weights file missing\nmore")
@@ -127,3 +138,100 @@ def test_model_hook_builds_the_network_observer(monkeypatch, small_faces):
     with pytest.raises(RuntimeError, match=r"could not create the network observer: "
                                            r"OSError: weights file missing$"):
         model_responder(small_faces, ("happy", "neutral"))
+
+
+def test_model_responder_wraps_any_decide_observer():
+    class Fixed:
+        labels = ("happy", "neutral")
+
+        def decide(self, stimulus):
+            self.seen = np.shape(stimulus)
+            return "neutral"
+
+    obs = Fixed()
+    r = ModelResponder(obs, rt=0.2)
+    assert r.needs_frame and r.labels == ("happy", "neutral")
+    assert r.respond(np.zeros((8, 8)), CHOICES) == Response("h", "neutral", 0.2)
+    assert obs.seen == (8, 8)
+    with pytest.raises(ValueError, match=r"observer must have a decide\(stimulus\)"):
+        ModelResponder(object())
+
+
+def test_network_observer_in_a_model_responder(small_faces):
+    """The real ann_bridge observer through ModelResponder (skipped without torch)."""
+    pytest.importorskip("torch")
+    from ann_bridge.observer import NetworkObserver
+
+    labels = small_faces.expressions
+    r = model_responder(small_faces, labels, seed=1)
+    assert isinstance(r.observer, NetworkObserver)
+    answer = r.respond(small_faces.images[0], CHOICES)
+    assert answer.label in labels and answer.key == CHOICES[answer.label]
+
+
+def _shown(stimuli, index, spec=None):
+    return Prepared(stimuli.images[index], [], spec, index, 0)
+
+
+@pytest.mark.parametrize("background", ["mean", "noise", 0.3])
+def test_template_observer_gets_the_shown_images_background(fast_cfg, small_faces,
+                                                            background):
+    """A fully hidden stimulus shows only the background: the template observer must
+    then find no evidence for any label, whatever the image (apply_bubbles fills the
+    hidden parts with *each* image's mean, or the grey level)."""
+    from bubbles import BubbleSpec, bubble_stimuli
+
+    cfg = dict(fast_cfg, bubbles=dict(fast_cfg["bubbles"], background=background,
+                                      bands=0))
+    r = make_responder("template", stimuli=small_faces, labels=small_faces.expressions,
+                       cfg=cfg, seed=0)
+    r.observer.internal_noise = 0.0
+    spec = BubbleSpec(shape=small_faces.shape, sigma=3.0, n_bubbles=1,
+                      background=background)
+    hidden = np.zeros((1,) + small_faces.shape, np.float32)
+    means = small_faces.images.mean(axis=(1, 2))
+    assert np.ptp(means) > 1e-3                  # the images' means differ
+    seen = []
+    for i, image in enumerate(small_faces.images):
+        stim = bubble_stimuli(image, spec, hidden, seed=5, trials=[i])[0]
+        r.begin_trial(_shown(small_faces, i, spec))
+        bg = r.current_background()
+        scores = r.observer.scores(stim, bg)[0]
+        if background != "noise":                # exactly the background: no evidence
+            np.testing.assert_allclose(scores, 0.0, atol=1e-6)
+        expected = means[i] if isinstance(background, str) else background
+        assert bg == pytest.approx(expected, abs=1e-6)
+        seen.append(r.respond(stim, CHOICES).label)
+    if background != "noise":
+        assert len(set(seen)) == 1, seen        # the decision ignores the image
+    with pytest.raises(RuntimeError, match=r"needs begin_trial"):
+        TemplateResponder.from_stimuli(small_faces, small_faces.expressions).respond(
+            small_faces.images[0], CHOICES)
+
+
+def test_session_hands_the_template_observer_each_shown_images_mean(make_cfg, tmp_path):
+    """Through a whole (headless) session: the background the template observer
+    subtracts is the mean grey of the image shown on that trial, as apply_bubbles
+    filled it in, not one grey for every image."""
+    import csv
+
+    from experiments.session import Session
+    from experiments.trials import load_stimuli
+
+    cfg = make_cfg(bubbles__bands=0, bubbles__background="mean")
+    stimuli, labels = load_stimuli(cfg)
+    r = make_responder("template", stimuli=stimuli, labels=labels, cfg=cfg, seed=0)
+    seen = []
+    decide = r.observer.decide
+
+    def spy(stimulus, background=0.5):
+        seen.append(background)
+        return decide(stimulus, background=background)
+    r.observer.decide = spy
+    result = Session(cfg, "B01", data_dir=tmp_path, presenter="headless",
+                     responder=r).run()
+    with open(f"{result.stem}.csv", newline="") as f:
+        shown = [stimuli.index(row["stimulus_id"]) for row in csv.DictReader(f)]
+    expected = [float(stimuli.images[i].mean(dtype=np.float64)) for i in shown]
+    assert len(seen) == len(expected) == 8
+    np.testing.assert_allclose(seen, expected, atol=1e-6)

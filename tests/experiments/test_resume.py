@@ -123,4 +123,9 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
     log = open(f"{stem}.log").read()
     assert f"resuming {stem.name} at trial {n_before}" in log
     assert "resume: dropped half-written last line" in log
-    assert (data / "sub-K01" / "beh" / "sub-K01_task-bubblesexpressions_beh.tsv").is_file()
+    assert (data / "sub-K01" / "ses-1" / "beh"
+            / "sub-K01_ses-1_task-bubblesexpressions_beh.tsv").is_file()
+    # the file cut back was copied first
+    assert Path(f"{csv_path}.bak").read_bytes().endswith(f"K01,1,{n_before},main,id00_ha"
+                                                         .encode())
+    assert f"{csv_path}.bak" in meta["runs"][1]["backups"]

@@ -52,7 +52,8 @@ def test_short_simulated_session_writes_every_file(fast_cfg, tmp_path):
     assert meta["monitor"]["size_pix"] == [160, 120]
     log = open(f"{stem}.log").read()
     assert "trial 7 main" in log and "intervals_ms" in log
-    bids = tmp_path / "sub-P01" / "beh" / "sub-P01_task-bubblesexpressions_beh.tsv"
+    bids = (tmp_path / "sub-P01" / "ses-1" / "beh"
+            / "sub-P01_ses-1_task-bubblesexpressions_beh.tsv")
     assert bids.is_file() and bids.with_suffix(".json").is_file()
     assert len(bids.read_text().splitlines()) == 9
 
@@ -95,8 +96,9 @@ def test_escape_saves_and_exits_then_resumes(fast_cfg, tmp_path, capsys):
     assert len(_rows(f"{result.stem}.csv")) == 2
     meta = json.loads(open(f"{result.stem}.json").read())
     assert meta["status"] == "escaped"
-    assert (tmp_path / "sub-P04" / "beh" / "sub-P04_task-bubblesexpressions_beh.tsv"
-            ).is_file()
+    beh = tmp_path / "sub-P04" / "ses-1" / "beh"
+    bids = beh / "sub-P04_ses-1_task-bubblesexpressions_beh.tsv"
+    assert len(bids.read_text().splitlines()) == 3            # header + 2 trials
     again = Session(resume=f"{result.stem}.csv",
                     responder=ScriptedResponder.random(2)).run()
     assert again.completed and again.stem == result.stem
@@ -105,8 +107,15 @@ def test_escape_saves_and_exits_then_resumes(fast_cfg, tmp_path, capsys):
     assert [r["key"] for r in rows[:2]] != ["", ""]
     meta = json.loads(open(f"{result.stem}.json").read())
     assert [run["status"] for run in meta["runs"]] == ["escaped", "completed"]
-    assert (tmp_path / "sub-P04" / "beh" / "sub-P04_task-bubblesexpressions_run-2_beh.tsv"
-            ).is_file()
+    # the BIDS copy is derived from the CSV: the resumed session replaced its own copy
+    # (no _run-2 holding the whole session a second time)
+    assert sorted(p.name for p in beh.iterdir()) == [
+        "sub-P04_ses-1_task-bubblesexpressions_beh.json",
+        "sub-P04_ses-1_task-bubblesexpressions_beh.tsv"]
+    assert [x.split("\t")[2] for x in bids.read_text().splitlines()[1:]] == \
+        [str(t) for t in range(8)]
+    assert meta["runs"][0]["bids"] == meta["runs"][1]["bids"] == [
+        str(bids), str(bids.with_suffix(".json"))]
     with pytest.raises(ValueError, match=r"nothing to resume: .* already has all 8 trials"):
         Session(resume=result.stem)
 

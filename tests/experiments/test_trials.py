@@ -64,6 +64,41 @@ def test_builder_regenerates_from_seed_and_index(small_faces, bands):
     assert sum(len(b) for b in recorded) == 9
 
 
+def test_noise_background_is_regenerable_per_trial(small_faces):
+    from bubbles import apply_bubbles, noise_background
+
+    spec = BubbleSpec(shape=small_faces.shape, sigma=3.0, n_bubbles=6,
+                      background="noise")
+    builder = trials.StimulusBuilder(small_faces.images, spec, mask_seed=11)
+    p = builder.build(stim_index=1, n_bubbles=6, mask_index=4)
+    # trial 4 alone, from (mask_seed, mask_index): centres and noise field
+    trial_spec = spec.replace(n_bubbles=6)
+    masks = render_masks(trial_spec, sample_centers(trial_spec, 11, [4]))
+    img = small_faces.images[1]
+    expected = apply_bubbles(img, masks, noise_background(img, 11, [4]))[0]
+    assert_allclose(p.image, expected, atol=1e-6)
+    other = builder.build(stim_index=1, n_bubbles=6, mask_index=5).image
+    assert not np.allclose(other, p.image)           # a new field for another trial
+    again = trials.StimulusBuilder(small_faces.images, spec, mask_seed=11)
+    assert_array_equal(again.build(1, 6, 4).image, p.image)
+
+
+def test_load_stimuli_uses_the_one_meaning_of_source(make_cfg, monkeypatch):
+    import bubbles
+
+    calls = []
+    real = bubbles.load_source
+
+    def spy(source, **kwargs):
+        calls.append((source, kwargs))
+        return real(source, **kwargs)
+    monkeypatch.setattr(bubbles, "load_source", spy)
+    stimuli, _ = trials.load_stimuli(make_cfg())
+    assert calls and calls[0][0] == "faces"
+    assert calls[0][1]["n_identities"] == 2 and calls[0][1]["size"] == 64
+    assert stimuli.shape == (64, 64)
+
+
 def test_load_stimuli_checks_expressions(make_cfg):
     stimuli, labels = trials.load_stimuli(make_cfg(stimuli__expressions=["neutral",
                                                                           "happy"]))
@@ -72,8 +107,10 @@ def test_load_stimuli_checks_expressions(make_cfg):
     with pytest.raises(ValueError, match=r"'stimuli\.expressions' must list expressions "
                                          r"of the embedded faces"):
         trials.load_stimuli(make_cfg(stimuli__expressions=["sad", "happy"]))
+    one = make_cfg()
+    one["stimuli"]["expressions"] = ["happy"]   # (load_config refuses this already)
     with pytest.raises(ValueError, match=r"at least 2 expressions"):
-        trials.load_stimuli(make_cfg(stimuli__expressions=["happy"], quest__gamma=0.5))
+        trials.load_stimuli(one)
     with pytest.raises(ValueError, match=r"config key 'stimuli\.source' must be \"faces\" "
                                          r"or a folder .*got '/no/such/folder': "
                                          r".*does not exist"):
