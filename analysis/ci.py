@@ -115,10 +115,12 @@ def _check_responses(responses, n_trials):
 
 # -- kernels and smoothing -----------------------------------------------------------
 def _kernel_matrix(n, sigma, aperture):
+    from bubbles import sigma_to_fwhm
+
     d = np.arange(n, dtype=np.float64)
     d = d[:, None] - d[None, :]
     if aperture == "square":
-        half = sigma * np.sqrt(8 * np.log(2)) / 2
+        half = sigma_to_fwhm(sigma) / 2
         k = (np.abs(d) <= half).astype(np.float64)
     else:   # gaussian, and disk approximated by the Gaussian of the same FWHM
         k = np.exp(-d * d / (2 * sigma * sigma))
@@ -228,6 +230,26 @@ class _Band:
         return out
 
 
+def _bands(spec, maps, region=None):
+    """One :class:`_Band` per band of the centre maps (built once per call)."""
+    if region is None:
+        region = (spec.search_region if spec.search_region is not None
+                  else np.ones(spec.shape, bool))
+    return [_Band(spec, x, s, region) for x, s in zip(maps, spec.sigmas)]
+
+
+def _permutations(r, n_permutations, seed):
+    """(n_trials, n_permutations) matrix whose columns are shuffles of the 1-D ``r``.
+
+    ``seed`` is an int, a SeedSequence or a Generator (used as is, so successive calls
+    with one Generator continue its stream). The one permutation helper of
+    classification_image, permutation_test and analysis.compare.
+    """
+    rng = np.random.default_rng(seed)     # returns a Generator unchanged
+    r = np.asarray(r)
+    return np.stack([rng.permutation(r) for _ in range(int(n_permutations))], axis=1)
+
+
 def _weights(r, method):
     """Per-trial weights (n, T) for the regression and median-split images."""
     if method == "regression":
@@ -251,10 +273,11 @@ def _constant_targets(r):
 
 
 def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=None,
-            keep_raw=False, region=None):
+            keep_raw=False, region=None, bands=None):
     """Compute z (T, B, H, W) for responses r (n, T); chunked over targets.
 
     With ``consumer(start, z_chunk)`` nothing is kept (used by permutations).
+    ``bands``: the :func:`_bands` of ``maps`` when the caller already built them.
     Returns ``(z, raw)`` (raw None unless keep_raw or method is 'proportion').
     """
     h, w = spec.shape
@@ -262,7 +285,8 @@ def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=N
     if region is None:
         region = (spec.search_region if spec.search_region is not None
                   else np.ones(spec.shape, bool))
-    bands = [_Band(spec, x, s, region) for x, s in zip(maps, spec.sigmas)]
+    if bands is None:
+        bands = _bands(spec, maps, region)
     nb = len(bands)
     z = raw = None
     if consumer is None:
@@ -369,7 +393,10 @@ def classification_image(spec, centers, responses, method="regression", *,
         Also keep the unstandardised image in ``.raw`` (always kept for 'proportion').
     out : ndarray, optional
         Preallocated float32 output (e.g. ``numpy.memmap``) of shape
-        ``(n_targets, bands, H, W)`` for very many targets.
+        ``(n_targets, bands, H, W)`` for very many targets (1 target for 1-D
+        responses). It is written in every path (also with ``null='permutation'``) and
+        returned as ``.z`` unsqueezed; ``.raw`` (``keep_raw`` or 'proportion') then has
+        the same 4-D layout.
     progress : bool
         Show a tqdm bar over chunks.
 
@@ -443,10 +470,10 @@ def classification_image(spec, centers, responses, method="regression", *,
         if method == "proportion":
             raise ValueError("null='permutation' is available for methods 'regression' "
                              "and 'median_split', not 'proportion'")
+        bands = _bands(spec, maps)          # once, for the observed and permuted maps
         z, raw = _engine(spec, maps, r2, method=method, chunk_size=chunk_size,
-                         progress=False, keep_raw=keep_raw)
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        perms = np.stack([rng.permutation(r) for _ in range(int(n_permutations))], axis=1)
+                         progress=False, keep_raw=keep_raw, out=out, bands=bands)
+        perms = _permutations(r, n_permutations, seed)
         acc = {"s": np.zeros(z.shape[1:]), "s2": np.zeros(z.shape[1:])}
 
         def consume(start, zc):
@@ -454,7 +481,7 @@ def classification_image(spec, centers, responses, method="regression", *,
             acc["s2"] += np.square(zc, dtype=np.float64).sum(axis=0)
 
         _engine(spec, maps, perms, method=method, chunk_size=chunk_size,
-                progress=progress, consumer=consume)
+                progress=progress, consumer=consume, bands=bands)
         b = perms.shape[1]
         mean = acc["s"] / b
         sd = np.sqrt(np.maximum(acc["s2"] / b - mean ** 2, 0) * b / max(b - 1, 1))
@@ -464,8 +491,9 @@ def classification_image(spec, centers, responses, method="regression", *,
     else:
         z, raw = _engine(spec, maps, r2, method=method, chunk_size=chunk_size,
                          progress=progress, keep_raw=keep_raw, out=out)
-    if out is not None:
-        return DiagnosticImage(z=out, method=method, spec=spec, n_trials=n, info=info)
+    if out is not None:     # z is ``out`` itself, (n_targets, bands, H, W); raw alike
+        return DiagnosticImage(z=out, method=method, spec=spec, n_trials=n, info=info,
+                               raw=raw)
     return DiagnosticImage(z=_squeeze(z, one, spec.multiscale), method=method, spec=spec,
                            n_trials=n, info=info,
                            raw=_squeeze(raw, one, spec.multiscale))

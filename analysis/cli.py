@@ -6,10 +6,13 @@ statistics and a figure.
     bubbles analyze SESSION.csv --out DIR [--method regression] [--response correct]
     bubbles analyze --ci FILE --search-region FILE --sigma 20 --out DIR
 
-Writes ``DIR/ci.npz`` (array ``z``), ``DIR/summary.json`` (method, trial count, spec,
-thresholds, clusters) and ``DIR/ci.png``. Existing files are never replaced without
-``--force``. The ``bubbles`` dispatcher calls :func:`analyze` with the arguments after
-``analyze``.
+Writes ``DIR/ci.npz`` (array ``z``) with ``DIR/ci.json`` beside it (together a
+:class:`analysis.DiagnosticImage`, ``DiagnosticImage.load(DIR / "ci")``, whose ``info``
+records the session, block, response column, method and null, so that ``bubbles
+compare`` recomputes the map from the same trials), ``DIR/summary.json`` (method, trial
+count, spec, thresholds, clusters) and ``DIR/ci.png``. Existing files are never
+replaced without ``--force``. The ``bubbles`` dispatcher calls :func:`analyze` with the
+arguments after ``analyze``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 
 __all__ = ["analyze", "build_parser"]
 
-OUTPUTS = ("ci.npz", "summary.json", "ci.png")
+OUTPUTS = ("ci.npz", "ci.json", "summary.json", "ci.png")
 
 
 def build_parser():
@@ -119,7 +122,11 @@ def _run_ci(args, out):
                "sigma": args.sigma, "pixel_test": pix.to_dict(),
                "cluster_test": clu.to_dict(), "warnings": _notes(pix, clu)}
     bg = read_background(args.background, ci.shape) if args.background else None
-    _write(out, z, summary, bg, [pix], [clu], title=Path(args.ci).name)
+    from .diagnostic import DiagnosticImage
+    image = DiagnosticImage(z=z, method="external", spec=None, n_trials=0,
+                            info={"source": str(Path(args.ci).resolve()), "zscore": mode,
+                                  "sigma": args.sigma})
+    _write(out, image, summary, bg, [pix], [clu], title=Path(args.ci).name)
     return summary
 
 
@@ -151,6 +158,12 @@ def _run_session(args, out):
         ci = classification_image(spec, table.center_list(), r, method=args.method,
                                   null=args.null, n_permutations=args.n_permutations,
                                   seed=args.seed, progress=not args.quiet)
+        # what compare needs to recompute this map from the same trials
+        ci.info.update(session=str(Path(table.path).resolve()), block=args.block,
+                       response=args.response, method=args.method, null=args.null,
+                       drop_missing=bool(args.drop_missing))
+        bg = (read_background(args.background, spec.shape) if args.background
+              else table.mean_stimulus())
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.method == "proportion":
         notes.append("method 'proportion' is z-scored across the pixels of the image, not "
@@ -168,7 +181,7 @@ def _run_session(args, out):
         label = f"band {b + 1} of {spec.n_bands}: " if spec.multiscale else ""
         notes += [label + note for note in _notes(pix, clu)]
     summary = {"session": str(Path(table.path).resolve()), "method": args.method,
-               "response": args.response, "null": args.null,
+               "response": args.response, "null": args.null, "block": args.block,
                "n_trials": int(ci.n_trials), "spec": spec.to_dict(),
                "accuracy": (float(table.responses("correct").mean())
                             if "correct" in table.data and args.response == "correct"
@@ -177,21 +190,17 @@ def _run_session(args, out):
                           "cluster_test": clus[b].to_dict()}
                          for b in range(spec.n_bands)],
                "info": ci.info, "warnings": notes}
-    bg = (read_background(args.background, spec.shape) if args.background
-          else table.mean_stimulus())
     _write(out, ci, summary, bg, pixs, clus,
            title=f"{Path(args.session).stem}: {args.method}, {ci.n_trials} trials")
     return summary
 
 
 def _write(out, image, summary, background, pixs, clus, *, title):
-    """ci.npz, summary.json and ci.png; ``image`` a DiagnosticImage or a z array."""
-    from .diagnostic import DiagnosticImage, to_jsonable
+    """ci.npz + ci.json (the DiagnosticImage ``image``), summary.json and ci.png."""
+    from .diagnostic import to_jsonable
     from .figures import save_diagnostic_png
-    z = image.z if isinstance(image, DiagnosticImage) else image
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "ci.npz", "wb") as fh:
-        np.savez_compressed(fh, z=np.asarray(z))
+    image.save(out / "ci", overwrite=True)          # ci.npz (array 'z') + ci.json
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
     save_diagnostic_png(image, out / "ci.png", background=background, pixel=pixs,
                         cluster=clus, title=title, overwrite=True)
@@ -248,4 +257,5 @@ def _report(summary, out):
         for c in sig:
             print(f"  cluster: {c['size']} px, peak z {c['peak_z']:.2f} at {c['peak']}, "
                   f"centroid {c['centroid']}")
-    print(f"wrote {out / 'ci.npz'}, {out / 'summary.json'}, {out / 'ci.png'}")
+    print(f"wrote {out / 'ci.npz'} + {out / 'ci.json'}, {out / 'summary.json'}, "
+          f"{out / 'ci.png'}")

@@ -45,6 +45,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.stats import rankdata
 
+from .diagnostic import FORMAT as DIAGNOSTIC_FORMAT
 from .diagnostic import DiagnosticImage, to_jsonable
 
 __all__ = ["load_image", "smooth_maps", "correlate", "spearman_brown", "noise_ceiling",
@@ -55,18 +56,31 @@ __all__ = ["load_image", "smooth_maps", "correlate", "spearman_brown", "noise_ce
 def load_image(path) -> DiagnosticImage:
     """A DiagnosticImage from a stem (``stem.npz`` + ``stem.json``) or a bare ``.npz``.
 
-    A bare ``.npz`` (e.g. ``ci.npz`` of ``bubbles analyze``) gives its array ``z`` (or its
-    only array); a ``summary.json`` beside it with a ``session`` entry is kept in
-    ``info['session']`` so that the trials can be found.
+    ``bubbles analyze`` writes ``ci.npz`` + ``ci.json``: a DiagnosticImage whose ``info``
+    records the session, block, response column and method, which :func:`compare` uses
+    to recompute the map from the same trials. A ``stem.json`` beside the ``.npz`` that
+    is not valid JSON, or a DiagnosticImage JSON that cannot be read, is an error (it is
+    never silently ignored). A bare ``.npz`` (no ``.json``, or a JSON of another
+    format) gives its array ``z`` (or its only array), with no trials attached.
     """
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
-    if stem.with_suffix(".json").is_file() and stem.with_suffix(".npz").is_file():
+    js, npz_stem = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    if js.is_file() and npz_stem.is_file():
         try:
-            return DiagnosticImage.load(stem)
-        except ValueError:
-            pass
-    npz = p if p.suffix == ".npz" else p.with_suffix(".npz")
+            meta = json.loads(js.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"diagnostic image {js} (beside {npz_stem.name}) is not valid "
+                             f"JSON ({exc}); the file is damaged: rewrite it (e.g. run "
+                             "'bubbles analyze' again) or remove it to read the .npz "
+                             "alone") from None
+        if isinstance(meta, dict) and meta.get("format") == DIAGNOSTIC_FORMAT:
+            try:
+                return DiagnosticImage.load(stem)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"cannot read the diagnostic image {stem} "
+                                 f"({js.name} + {npz_stem.name}): {exc!r}") from None
+    npz = p if p.suffix == ".npz" else npz_stem
     if not npz.is_file():
         raise FileNotFoundError(f"diagnostic image {path} not found (expected a stem with "
                                 f".npz/.json or an .npz file)")
@@ -77,16 +91,8 @@ def load_image(path) -> DiagnosticImage:
             raise ValueError(f"{npz} must hold an array 'z' (or exactly one array), has "
                              f"{names}")
         z = data[key]
-    info = {"source": str(npz)}
-    summary = npz.with_name("summary.json")
-    if summary.is_file():
-        try:
-            s = json.loads(summary.read_text())
-            if s.get("session"):
-                info["session"] = s["session"]
-        except json.JSONDecodeError:
-            pass
-    return DiagnosticImage(z=z, method="unknown", spec=None, n_trials=0, info=info)
+    return DiagnosticImage(z=z, method="unknown", spec=None, n_trials=0,
+                           info={"source": str(npz)})
 
 
 def _targets(img: DiagnosticImage) -> tuple[np.ndarray, list[str]]:
@@ -191,20 +197,44 @@ def spearman_brown(r):
     return 2 * r / (1 + r)
 
 
-def _trials_of(trials):
-    """(spec, centers list, responses) from a TrialTable or a (spec, centers, r) tuple."""
-    if hasattr(trials, "center_list"):
-        return trials.spec, trials.center_list(), None
-    spec, centers, responses = trials
-    return spec, centers, np.asarray(responses, dtype=np.float64)
+def _center_maps(spec, centers):
+    """Centre maps as a list of csr (one per band), built once per comparison."""
+    from .ci import _as_center_maps
+    return _as_center_maps(spec, centers)
 
 
-def _subset(spec, centers, idx):
-    if isinstance(centers, np.ndarray):
-        return centers[idx]
-    if spec.multiscale:
-        return [[band[i] for i in idx] for band in centers]
-    return [centers[i] for i in idx]
+def _rows(maps, idx):
+    """The trials ``idx`` of csr centre maps (row slices, no re-rendering)."""
+    return [m[idx] for m in maps]
+
+
+def _select_trials(table, info, response):
+    """The trials, response column and notes that made image A (``info`` from
+    ``bubbles analyze``): the same block, the same dropped missing responses."""
+    notes = {}
+    block = info.get("block")
+    if block is not None:
+        if "block" not in table.data:
+            raise ValueError(f"a was made from block {block!r} but the trials have no "
+                             "'block' column")
+        keep = (table.data["block"].astype(str) == str(block)).to_numpy()
+        if not keep.any():
+            blocks = sorted(table.data["block"].astype(str).unique())
+            raise ValueError(f"a was made from block {block!r}, which matches no trial; "
+                             f"the trials' blocks are {blocks}")
+        table = table.select(keep)
+        notes["block"] = block
+    recorded = info.get("response")
+    if response is None:
+        response = recorded or "correct"
+    elif recorded and response != recorded:
+        warnings.warn(f"response {response!r} differs from the column {recorded!r} that a "
+                      "was made from: the noise ceiling and p-value then describe another "
+                      "map", UserWarning, stacklevel=3)
+    if info.get("drop_missing"):
+        table = table.dropna(response)
+    notes["response"] = response
+    return table, response, notes
 
 
 def noise_ceiling(spec, centers, responses, *, n_splits=20, seed=0, sigma=0.0,
@@ -237,6 +267,7 @@ def noise_ceiling(spec, centers, responses, *, n_splits=20, seed=0, sigma=0.0,
         raise ValueError(f"responses must cover at least 4 trials for split halves, got {n}")
     if int(n_splits) < 1:
         raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+    maps = _center_maps(spec, centers)          # once; each half is a csr row slice
     rng = np.random.default_rng(seed)
     rs = []
     for _ in range(int(n_splits)):
@@ -244,9 +275,9 @@ def noise_ceiling(spec, centers, responses, *, n_splits=20, seed=0, sigma=0.0,
         h1, h2 = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
         if np.ptp(r[h1]) == 0 or np.ptp(r[h2]) == 0:
             continue
-        z1 = classification_image(spec, _subset(spec, centers, h1), r[h1], method=method,
+        z1 = classification_image(spec, _rows(maps, h1), r[h1], method=method,
                                   progress=False).z
-        z2 = classification_image(spec, _subset(spec, centers, h2), r[h2], method=method,
+        z2 = classification_image(spec, _rows(maps, h2), r[h2], method=method,
                                   progress=False).z
         rs.append(correlate(z1, z2, sigma=sigma, region=region)[0])
     if not rs:
@@ -264,17 +295,18 @@ def permutation_null(spec, centers, responses, maps, *, n_permutations=1000, see
     Each permutation shuffles ``responses`` across trials; a chunk of permutations is one
     many-target call of :func:`analysis.classification_image`.
     """
-    from .ci import classification_image
+    from .ci import _permutations, classification_image
 
     r = np.asarray(responses, dtype=np.float64)
     rng = np.random.default_rng(seed)
+    xs = _center_maps(spec, centers)            # once for every chunk
     fm = _standardise(_flat(smooth_maps(maps, sigma), region))
     out = []
     left = int(n_permutations)
     while left > 0:
         k = min(chunk, left)
-        perms = np.stack([rng.permutation(r) for _ in range(k)], axis=1)
-        z = classification_image(spec, centers, perms, method=method, progress=False).z
+        perms = _permutations(r, k, rng)       # the generator continues across chunks
+        z = classification_image(spec, xs, perms, method=method, progress=False).z
         z = z.reshape((k,) + maps.shape[1:])
         fz = _standardise(_flat(smooth_maps(z, sigma), region))
         out.append(fz @ fm.T / fm.shape[1])
@@ -343,7 +375,7 @@ def _resample(z, shape):
 CEILINGS = ("sqrt", "r_sb")
 
 
-def compare(a, b, *, trials=None, response="correct", sigma=0.0, region=None,
+def compare(a, b, *, trials=None, response=None, sigma=0.0, region=None,
             n_permutations=1000, n_splits=20, seed=0, method=None,
             ceiling="sqrt") -> Comparison:
     """Score diagnostic image(s) ``b`` against the reference ``a``.
@@ -356,15 +388,19 @@ def compare(a, b, *, trials=None, response="correct", sigma=0.0, region=None,
         One map or many targets (units, voxels), same pixel grid (resampled bilinearly
         to A's grid if it differs; recorded in ``info``).
     trials : TrialTable or (spec, centers, responses), optional
-        A's trials: needed for the noise ceiling and the permutation p-value.
-    response : str
-        Response column when ``trials`` is a TrialTable.
+        A's trials: needed for the noise ceiling and the permutation p-value. For a
+        TrialTable the trials that made A are used: when ``a.info`` records a ``block``
+        (``bubbles analyze --block``) only that block, and trials with a missing
+        response are left out when A was made with ``--drop-missing``.
+    response : str, optional
+        Response column when ``trials`` is a TrialTable (default: the one recorded in
+        ``a.info['response']``, else 'correct'; a different one warns).
     sigma, region : see :func:`correlate`
     n_permutations, n_splits, seed : int
         0 permutations skips the p-value.
     method : str, optional
         Classification-image method for the ceiling and the null (default: A's method
-        when known, else 'regression').
+        (``a.method``) when it is one of classification_image's, else 'regression').
     ceiling : {'sqrt', 'r_sb'}
         Divide by ``sqrt(r_sb)`` (default: the attenuation bound) or by ``r_sb``.
 
@@ -396,11 +432,16 @@ def compare(a, b, *, trials=None, response="correct", sigma=0.0, region=None,
         return res
     from .ci import METHODS
 
-    spec, centers, r = _trials_of(trials)
-    if r is None:
-        r = trials.responses(response)
+    if hasattr(trials, "center_list"):          # a TrialTable: the trials that made A
+        table, response, notes = _select_trials(trials, ia.info or {}, response)
+        info.update(notes)
+        spec, centers, r = table.spec, table.center_maps(), table.responses(response)
+    else:
+        spec, centers, r = trials
+        r = np.asarray(r, dtype=np.float64)
+    centers = _center_maps(spec, centers)     # csr once: every split and chunk slices it
     if method is None:
-        method = ia.method if ia.method in METHODS and ia.method != "proportion" else "regression"
+        method = ia.method if ia.method in METHODS else "regression"
     info.update(method=method, n_trials=len(r))
     res.ceiling = noise_ceiling(spec, centers, r, n_splits=n_splits, seed=seed, sigma=sigma,
                                 region=region, method=method)
@@ -462,6 +503,8 @@ def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi
     n = len(panels)
     fig = Figure(figsize=(2.6 * n, 3.4))
     FigureCanvasAgg(fig)
+    from .figures import _draw_map
+
     for i, (name, m) in enumerate(panels.items()):
         m = np.asarray(m, dtype=np.float64)
         while m.ndim > 2:
@@ -469,11 +512,7 @@ def figure(panels, path=None, *, background=None, titles=None, caption=None, dpi
         ax = fig.add_subplot(1, n, i + 1)
         ax.axis("off")
         v = float(np.nanmax(np.abs(m))) or 1.0
-        if background is not None and np.shape(background) == m.shape:
-            ax.imshow(background, cmap="gray", vmin=0, vmax=1)
-            ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v, alpha=0.7)
-        else:
-            ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v)
+        _draw_map(ax, m, background=background, vmax=v, alpha=0.7)
         extra = (titles or {}).get(name)
         ax.set_title(name if not extra else f"{name}\n{extra}", fontsize=8)
     if caption:
@@ -507,7 +546,9 @@ def _parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--trials", help="A's session CSV (for the ceiling and p-value); "
                    "default: the session recorded with A, if any")
-    p.add_argument("--response", default="correct", help="response column of the session")
+    p.add_argument("--response", default=None, help="response column of the session "
+                   "(default: the one A was made from, recorded in its .json; else "
+                   "'correct')")
     p.add_argument("--sigma", type=float, default=0.0, help="extra Gaussian smoothing of "
                    "both maps, pixels (0 = none)")
     p.add_argument("--n-permutations", type=int, default=1000)
@@ -528,8 +569,56 @@ def _parser():
     return p
 
 
+def _run(args, out):
+    """The work of :func:`main`: scores, compare.json and compare.png."""
+    a, b = load_image(args.a), load_image(args.b)
+    trials = None
+    source = args.trials or (a.info or {}).get("session")
+    if source:
+        from .trials import TrialTable
+        trials = TrialTable.read(source)
+    res = compare(a, b, trials=trials, response=args.response, sigma=args.sigma,
+                  n_permutations=args.n_permutations, n_splits=args.n_splits,
+                  seed=args.seed, ceiling=args.ceiling)
+    za = _targets(a)[0][0]
+    zb, names = _targets(b)
+    label = args.label_b or ("model observer" if len(zb) == 1 else "best unit")
+    panels = {args.label_a: za, label: zb[res.best]}
+    titles = {label: f"{names[res.best] if len(zb) > 1 else ''} "
+                     f"r={res.pearson[res.best]:.2f}".strip()}
+    panel_r = {}                    # Pearson r of each extra panel with A
+    for item in args.panel:
+        name, sep, stem = item.partition("=")
+        if not sep:
+            raise ValueError(f"--panel must be NAME=STEM, got {item!r}")
+        zp = _targets(load_image(stem))[0][0]
+        if zp.shape[-2:] != za.shape[-2:]:
+            zp = _resample(zp, za.shape[-2:])
+        panels[name] = zp
+        if zp.shape == za.shape:
+            panel_r[name] = correlate(za, zp, sigma=args.sigma)[0]
+            titles[name] = f"r={panel_r[name]:.2f}"
+        elif zp.ndim == 2:          # a one-scale map against a multi-band one
+            panel_r[name] = correlate(za.sum(axis=0), zp, sigma=args.sigma)[0]
+            titles[name] = f"r={panel_r[name]:.2f} (with the band sum)"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = res.to_dict()
+    summary.update(a=str(args.a), b=str(args.b), trials=source, panels=panel_r)
+    (out / "compare.json").write_text(json.dumps(summary, indent=2))
+    bg = _background(args.background, trials, za.shape[-2:])
+    figure(panels, out / "compare.png", background=bg, titles=titles,
+           caption=f"reference: {args.a}; red = positive (diagnostic), each panel "
+                   "scaled to its own max |value|; multi-band maps show the sum of "
+                   "their bands; r = Pearson r with the reference")
+    return res
+
+
 def main(argv=None) -> int:
-    """Entry point of ``bubbles compare A B --out DIR``; returns the exit code."""
+    """Entry point of ``bubbles compare A B --out DIR``; returns the exit code.
+
+    Warnings (a missing figure background, a score far above the ceiling, a response
+    other than A's) are printed to stderr as ``bubbles compare: warning: ...``.
+    """
     try:
         args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:          # argparse printed the message (or --help)
@@ -540,49 +629,18 @@ def main(argv=None) -> int:
         print(f"bubbles compare: error: {existing[0]} exists; use --force to replace it",
               file=sys.stderr)
         return 1
+    caught = []
     try:
-        a, b = load_image(args.a), load_image(args.b)
-        trials = None
-        source = args.trials or (a.info or {}).get("session")
-        if source:
-            from .trials import TrialTable
-            trials = TrialTable.read(source)
-        res = compare(a, b, trials=trials, response=args.response, sigma=args.sigma,
-                      n_permutations=args.n_permutations, n_splits=args.n_splits,
-                      seed=args.seed, ceiling=args.ceiling)
-        za = _targets(a)[0][0]
-        zb, names = _targets(b)
-        label = args.label_b or ("model observer" if len(zb) == 1 else "best unit")
-        panels = {args.label_a: za, label: zb[res.best]}
-        titles = {label: f"{names[res.best] if len(zb) > 1 else ''} "
-                         f"r={res.pearson[res.best]:.2f}".strip()}
-        panel_r = {}                    # Pearson r of each extra panel with A
-        for item in args.panel:
-            name, sep, stem = item.partition("=")
-            if not sep:
-                raise ValueError(f"--panel must be NAME=STEM, got {item!r}")
-            zp = _targets(load_image(stem))[0][0]
-            if zp.shape[-2:] != za.shape[-2:]:
-                zp = _resample(zp, za.shape[-2:])
-            panels[name] = zp
-            if zp.shape == za.shape:
-                panel_r[name] = correlate(za, zp, sigma=args.sigma)[0]
-                titles[name] = f"r={panel_r[name]:.2f}"
-            elif zp.ndim == 2:          # a one-scale map against a multi-band one
-                panel_r[name] = correlate(za.sum(axis=0), zp, sigma=args.sigma)[0]
-                titles[name] = f"r={panel_r[name]:.2f} (with the band sum)"
-        out.mkdir(parents=True, exist_ok=True)
-        summary = res.to_dict()
-        summary.update(a=str(args.a), b=str(args.b), trials=source, panels=panel_r)
-        (out / "compare.json").write_text(json.dumps(summary, indent=2))
-        bg = _background(args.background, trials, za.shape[-2:])
-        figure(panels, out / "compare.png", background=bg, titles=titles,
-               caption=f"reference: {args.a}; red = positive (diagnostic), each panel "
-                       "scaled to its own max |value|; multi-band maps show the sum of "
-                       "their bands; r = Pearson r with the reference")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = _run(args, out)
     except (ValueError, FileNotFoundError) as exc:
         print(f"bubbles compare: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                print(f"bubbles compare: warning: {w.message}", file=sys.stderr)
     line = (f"best: {res.best_name} Pearson {res.pearson[res.best]:.3f}, Spearman "
             f"{res.spearman[res.best]:.3f}")
     if res.ceiling is not None:

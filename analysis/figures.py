@@ -48,6 +48,21 @@ def _as_maps(image, target):
     return maps, labels
 
 
+def _draw_map(ax, m, *, background=None, vmax, alpha=0.6, cmap="RdBu_r"):
+    """One panel: the signed map ``m`` in ``[-vmax, vmax]`` over an optional grey
+    background (drawn only when it has the map's shape), no ticks. Returns the image
+    artist of the map (for a colour bar). Shared with :func:`analysis.compare.figure`."""
+    if background is not None and np.shape(background) == np.shape(m):
+        ax.imshow(background, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        alpha = 1.0
+    im = ax.imshow(m, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest",
+                   alpha=alpha)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
 def _per_band(test, b, n, name):
     """(significant map, test object or None) of band ``b``; (None, None) without test."""
     if test is None:
@@ -129,10 +144,7 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
     im = None
     p_values = set()
     for b, (ax, m, label) in enumerate(zip(axes, maps, labels)):
-        if background is not None:
-            ax.imshow(background, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        im = ax.imshow(m, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest",
-                       alpha=alpha if background is not None else 1.0)
+        im = _draw_map(ax, m, background=background, vmax=vmax, alpha=alpha, cmap=cmap)
         tests = {}
         for name, test, style in (("pixel", pixel, "solid"), ("cluster", cluster, "dashed")):
             sig, tests[name] = _per_band(test, b, n, name)
@@ -144,8 +156,6 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
         ax.set_title("\n".join(t for t in (label, _criterion(tests["pixel"],
                                                               tests["cluster"])) if t),
                      fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
     cbar = fig.colorbar(im, ax=list(axes), shrink=0.85)
     cbar.set_label("z")
     if title:

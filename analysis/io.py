@@ -28,6 +28,8 @@ __all__ = ["read_packed_rgb", "read_search_region", "read_image", "read_ci",
 
 
 def _open(path, what):
+    """The raw PIL image (packed RGB, raw grey levels); grey images in [0, 1] are read
+    with :func:`bubbles.load_grey` instead."""
     from PIL import Image
 
     path = Path(path)
@@ -67,12 +69,15 @@ def read_search_region(path, *, level=128):
 
 
 def read_image(path):
-    """Read an image as grey float64 in [0, 1] (e.g. the background face)."""
-    im = _open(path, "image")
-    if im.mode not in ("L", "F"):
-        im = im.convert("L")
-    a = np.asarray(im, dtype=np.float64)
-    return a / 255.0 if a.max() > 1 else a
+    """Read an image as grey float64 in [0, 1] (e.g. the background face).
+
+    :func:`bubbles.load_grey` does the reading: 8-bit / 255, 16-bit / 65535, float
+    images as they are (must lie in [0, 1]), colour as BT.601 luminance. Errors name
+    the file.
+    """
+    from bubbles import load_grey
+
+    return load_grey(path).astype(np.float64)
 
 
 def read_background(path, shape):

@@ -141,7 +141,8 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     ----------
     Nichols & Holmes (2002), :doi:`10.1002/hbm.1058`.
     """
-    from .ci import _engine, _as_center_maps, _check_responses  # late: ci imports stats
+    from .ci import (_as_center_maps, _bands, _check_responses, _engine,  # late: ci
+                     _permutations)                                      # imports stats
 
     p = _check_p(p)
     least = math.ceil(1 / p - 1 - 1e-9)   # the smallest p-value is 1 / (B + 1)
@@ -161,14 +162,22 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
         raise ValueError(f"responses must be 1-D (one observer) for permutation_test, "
                          f"got shape {r.shape}; test each target's column on its own, or "
                          "use classification_image (analytic z) with pixel_test")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    perms = np.stack([rng.permutation(r) for _ in range(n_permutations)], axis=1)
-    region = (np.asarray(search_region, bool) if search_region is not None
-              else spec.search_region if spec.search_region is not None
-              else np.ones(spec.shape, bool))
+    if search_region is not None:
+        region = np.asarray(search_region)
+        if region.shape != tuple(spec.shape):
+            raise ValueError(f"search_region must be a boolean array of the spec's shape "
+                             f"{tuple(spec.shape)}, got shape {region.shape}")
+        region = region.astype(bool)
+    else:
+        region = (spec.search_region if spec.search_region is not None
+                  else np.ones(spec.shape, bool))
+    if not region.any():
+        raise ValueError("search_region must contain at least one pixel, got none")
     structure = _structure(2, connectivity)
+    perms = _permutations(r, n_permutations, seed)
+    bands = _bands(spec, maps)
     obs = _engine(spec, maps, r[:, None], method=method, chunk_size=chunk_size,
-                  progress=False)[0][0, 0]
+                  progress=False, bands=bands)[0][0, 0]
     max_null = np.empty(n_permutations)
     mass_null = np.empty(n_permutations)
 
@@ -180,7 +189,7 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
                                                      structure)
 
     _engine(spec, maps, perms, method=method, chunk_size=chunk_size, progress=progress,
-            consumer=consume)
+            consumer=consume, bands=bands)
     k = int(math.ceil((1 - p) * (n_permutations + 1))) - 1
     k = min(max(k, 0), n_permutations - 1)
     pix_thr = float(np.sort(max_null)[k])

@@ -22,10 +22,6 @@ import numpy as np
 __all__ = ["TemplateObserver", "NullObserver", "simulate_session"]
 
 
-def _rng(seed):
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
 class TemplateObserver:
     """Linear-template observer with Gaussian internal noise.
 
@@ -63,7 +59,7 @@ class TemplateObserver:
         self.templates = np.stack(arrays)
         self.shape = shape
         self.internal_noise = float(internal_noise)
-        self.rng = _rng(seed)
+        self.rng = np.random.default_rng(seed)   # a Generator is used as is
 
     def scores(self, stimuli, background=0.5):
         """Noisy template scores, shape (n, n_labels), for stimuli (n, H, W)."""
@@ -106,7 +102,7 @@ class NullObserver:
         if len(labels) < 2:
             raise ValueError(f"labels must hold at least 2 labels, got {labels!r}")
         self.labels = labels
-        self.rng = _rng(seed)
+        self.rng = np.random.default_rng(seed)   # a Generator is used as is
 
     def decide(self, stimulus, background=0.5):
         return self.labels[int(self.rng.integers(len(self.labels)))]
@@ -183,7 +179,7 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
         for i in np.unique(stim_idx[start:stop]):
             sel = np.flatnonzero(stim_idx[start:stop] == i)
             stim[sel] = bubble_stimuli(images[i], spec, masks[sel], bands=bands[i],
-                                       rng=seed)
+                                       seed=seed, trials=start + sel)
             bg[sel] = (spec.background if isinstance(spec.background, float)
                        else float(images[i].mean()))
         responses.extend(observer.decide_batch(stim, background=bg))

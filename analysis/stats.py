@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage, optimize, special, stats
 
+from bubbles import sigma_to_fwhm as _bubbles_sigma_to_fwhm
+
 __all__ = [
     "PixelTest", "ClusterTest", "Cluster", "PermutationTest",
     "pixel_test", "cluster_test", "permutation_test",
@@ -36,21 +38,10 @@ __all__ = [
     "rft_warnings", "sigma_to_fwhm",
 ]
 
-_FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
 _TAILS = ("upper", "lower", "both")
 
-
-def sigma_to_fwhm(sigma):
-    """FWHM in pixels of a Gaussian of standard deviation ``sigma`` pixels.
-
-    ``FWHM = sigma * sqrt(8 ln 2)`` (sigma 20 -> 47.0964 px).
-
-    Examples
-    --------
-    >>> round(sigma_to_fwhm(20.0), 4)
-    47.0964
-    """
-    return float(sigma) * _FWHM_PER_SIGMA
+#: The bubbles helper (``FWHM = sigma * sqrt(8 ln 2)``), kept importable from here.
+sigma_to_fwhm = _bubbles_sigma_to_fwhm
 
 
 # -- random field theory -------------------------------------------------------------
@@ -128,13 +119,18 @@ def pixel_threshold(n_pixels, fwhm, p=0.05, *, ndim=2):
     >>> [round(t, 2) for t in pixel_threshold(36798, sigma_to_fwhm(20))]
     [3.3, 3.3, 4.69]
     """
-    p = _check_p(p)
-    res = resels(n_pixels, fwhm, ndim)
+    return _pixel_threshold(n_pixels, fwhm, _check_p(p), ndim)[:3]
+
+
+def _pixel_threshold(n_pixels, fwhm, p, ndim, res=None):
+    """:func:`pixel_threshold` plus the resels it used: ``(thr, rft, bonf, res)``."""
+    if res is None:
+        res = resels(n_pixels, fwhm, ndim)
     lo = stats.norm.isf(p)                      # P(max) >= EC0 term, so t >= isf(p)
     f = lambda t: _rft_pmax(t, res) - p         # noqa: E731
     rft = lo if f(lo) <= 0 else optimize.brentq(f, lo, 60.0, xtol=1e-12)
     bonf = float(stats.norm.isf(p / n_pixels))
-    return min(rft, bonf), float(rft), bonf
+    return min(rft, bonf), float(rft), bonf, res
 
 
 def cluster_size_threshold(n_pixels, fwhm, p=0.05, *, threshold=2.7, ndim=2):
@@ -151,17 +147,27 @@ def cluster_size_threshold(n_pixels, fwhm, p=0.05, *, threshold=2.7, ndim=2):
     """
     p = _check_p(p)
     res = resels(n_pixels, fwhm, ndim)
+    return _cluster_size(res, _cluster_constants(fwhm, threshold, ndim), p, ndim)
+
+
+def _cluster_constants(fwhm, threshold, ndim):
+    """``(EC_D(t_C), c)`` of the cluster test, ``c = Gamma(D/2 + 1) EC_D(t_C) /
+    (FWHM^D P(Z > t_C))`` (Chauvin et al. 2005), computed once per test."""
     ec = float(ec_density(threshold, ndim))
     c = special.gamma(ndim / 2 + 1) * ec / (fwhm ** ndim * stats.norm.sf(threshold))
+    return ec, c
+
+
+def _cluster_size(res, constants, p, ndim):
+    ec, c = constants
     inner = -math.log(1 - p) / (res[ndim] * ec)
     if inner >= 1.0:   # fewer expected clusters than p: any cluster is significant
         return 0.0
     return float((-math.log(inner)) ** (ndim / 2) / c)
 
 
-def _cluster_p(size, res, fwhm, threshold, ndim):
-    ec = float(ec_density(threshold, ndim))
-    c = special.gamma(ndim / 2 + 1) * ec / (fwhm ** ndim * stats.norm.sf(threshold))
+def _cluster_p(size, res, constants, ndim):
+    ec, c = constants
     return float(1 - math.exp(-res[ndim] * ec * math.exp(-(c * size) ** (2 / ndim))))
 
 
@@ -330,8 +336,7 @@ def pixel_test(z, sigma, p=0.05, *, search_region=None, tail="upper", ndim=None)
     for note in notes:
         warnings.warn(note, stacklevel=2)
     p_tail = p / 2 if tail == "both" else p
-    thr, rft, bonf = pixel_threshold(n, fwhm, p_tail, ndim=ndim)
-    res = resels(n, fwhm, ndim)
+    thr, rft, bonf, res = _pixel_threshold(n, fwhm, p_tail, ndim)
     significant = np.zeros(z.shape, bool)
     for _, m in _tail_maps(z, tail):
         significant |= (m >= thr) & region
@@ -490,9 +495,11 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
                                                              search_region, ndim)
     structure = _structure(ndim, connectivity)
     p_tail = p / 2 if tail == "both" else p
-    kmin = cluster_size_threshold(n, fwhm, p_tail, threshold=threshold, ndim=ndim)
+    res = resels(n, fwhm, ndim)
+    constants = _cluster_constants(fwhm, threshold, ndim)
+    kmin = _cluster_size(res, constants, p_tail, ndim)
     if kmin == 0.0:
-        expected = resels(n, fwhm, ndim)[ndim] * float(ec_density(threshold, ndim))
+        expected = res[ndim] * constants[0]
         notes = notes + [f"critical cluster size is 0 px: the region holds only "
                          f"{expected:.3g} expected clusters above t_C {threshold:g}, fewer "
                          f"than p {p_tail:g} allows, so every cluster counts as "
@@ -500,7 +507,6 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
                          f"FWHM {fwhm:.1f} px"]
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    res = resels(n, fwhm, ndim)
     lead = z.shape[: z.ndim - ndim]
     labels = np.zeros(z.shape, np.int32)
     significant = np.zeros(z.shape, bool)
@@ -512,7 +518,7 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
             order = sorted(range(len(found)), key=lambda i: -found[i][0])
             for rank, i in enumerate(order, start=1):
                 size, peak_z, peak, cent, mass = found[i]
-                pval = min(1.0, _cluster_p(size, res, fwhm, threshold, ndim)
+                pval = min(1.0, _cluster_p(size, res, constants, ndim)
                            * (2 if tail == "both" else 1))
                 sig = size >= kmin
                 pix = lab == i + 1

@@ -313,29 +313,49 @@ class TrialTable:
     def mean_stimulus(self):
         """Mean of the images this session showed, rebuilt from its sidecar, or None.
 
-        The embedded faces are rebuilt exactly as ``experiments`` builds them (seed 0); a
-        stimulus folder is read again. When the stimuli cannot be rebuilt (no sidecar, a
-        moved folder, another size) the answer is None with a warning: figures then have
-        no face under the map.
+        ``config.stimuli.source`` of the sidecar means what it means for the session
+        (:func:`bubbles.load_source`: ``"faces"`` rebuilds the embedded faces with the
+        recorded ``n_identities`` / ``size`` / ``expressions``, otherwise a stimulus
+        folder, a relative one taken relative to the session CSV's folder). Whenever the
+        stimuli cannot be rebuilt for a reason the user can fix (the sidecar records no
+        source, the table has no ``stimulus_id`` column, a moved or damaged folder, images
+        of another shape than the spec, none of the session's stimulus ids in the set)
+        the answer is None with a ``UserWarning`` that says why: figures then have no
+        face under the map (give the background explicitly). A table built in memory
+        (no sidecar) gives None silently.
         """
-        stim = (self.sidecar or {}).get("config", {}).get("stimuli", {})
+        if not self.sidecar:
+            return None
+        stim = (self.sidecar.get("config") or {}).get("stimuli") or {}
         source = stim.get("source")
-        if not source or "stimulus_id" not in self.data:
+
+        def none(why):
+            warnings.warn(f"no mean stimulus for the figure background: {why}; give the "
+                          "background explicitly (e.g. --background FILE)", stacklevel=3)
             return None
+
+        if not source:
+            return none("the session sidecar records no config.stimuli.source")
+        if "stimulus_id" not in self.data:
+            return none("the session has no 'stimulus_id' column")
+        from bubbles import load_source
+
+        path = getattr(self, "path", None)
+        base = Path(path).parent if path is not None else None
         try:
-            if source == "faces":
-                from bubbles.faces import face_set
-                s = face_set(stim.get("n_identities", 20), seed=0, size=stim.get("size", 256))
-            else:
-                from bubbles.stimuli import StimulusSet
-                s = StimulusSet.from_folder(source)
+            s = load_source(source, n_identities=stim.get("n_identities", 20),
+                            size=stim.get("size", 256),
+                            expressions=stim.get("expressions"), base_dir=base)
         except (OSError, ValueError) as exc:
-            warnings.warn(f"cannot rebuild the session's stimuli ({exc})", stacklevel=2)
-            return None
-        if s.shape != tuple(self.spec.shape):
-            return None
-        shown = s.table["stimulus_id"].isin(set(self.data["stimulus_id"].astype(str)))
-        return s.images[shown.to_numpy()].mean(axis=0) if shown.any() else None
+            return none(f"cannot rebuild the session's stimuli {source!r} ({exc})")
+        if tuple(s.shape) != tuple(self.spec.shape):
+            return none(f"the stimuli {source!r} have shape {tuple(s.shape)}, the session "
+                        f"spec {tuple(self.spec.shape)}")
+        shown = s.table["stimulus_id"].astype(str).isin(
+            set(self.data["stimulus_id"].astype(str)))
+        if not shown.any():
+            return none(f"none of the session's stimulus ids is in the stimuli {source!r}")
+        return s.images[shown.to_numpy()].mean(axis=0)
 
     def check_stimuli(self, stimuli):
         """Raise if a stimulus_id is unknown to ``stimuli`` or its images do not have the

@@ -257,3 +257,80 @@ def test_raw_matches_masks_for_each_aperture(aperture):
     w = (r - r.mean()) / r.std()
     assert_allclose(ci.raw, np.tensordot(w, render_masks(spec, c), axes=1), atol=1e-4)
     assert ci.info["kernel"] == aperture
+
+
+# -- review findings: out= in every path, one _Band per band, one permutation helper ----
+def test_out_is_written_with_the_permutation_null_and_keeps_raw(small_spec, small_centers,
+                                                               rng):
+    r = rng.normal(size=400)
+    ref = classification_image(small_spec, small_centers, r, null="permutation",
+                               n_permutations=20, seed=3, keep_raw=True, progress=False)
+    out = np.full((1, 1, 32, 32), np.nan, np.float32)
+    ci = classification_image(small_spec, small_centers, r, null="permutation",
+                              n_permutations=20, seed=3, keep_raw=True, out=out,
+                              progress=False)
+    assert ci.z is out and np.isfinite(out).all()
+    assert_allclose(out[0, 0], ref.z, atol=1e-5)
+    assert ci.raw is not None and ci.raw.shape == (1, 1, 32, 32)
+    assert_allclose(ci.raw[0, 0], ref.raw, atol=1e-5)
+    # keep_raw and 'proportion' keep raw with out= on the analytic path too
+    out = np.empty((1, 1, 32, 32), np.float32)
+    ci = classification_image(small_spec, small_centers, r, keep_raw=True, out=out,
+                              progress=False)
+    assert ci.raw is not None
+    assert_allclose(ci.raw[0, 0], classification_image(
+        small_spec, small_centers, r, keep_raw=True, progress=False).raw, atol=1e-5)
+    correct = (r > 0).astype(float)
+    out = np.empty((1, 1, 32, 32), np.float32)
+    ci = classification_image(small_spec, small_centers, correct, method="proportion",
+                              out=out, progress=False)
+    prop = classification_image(small_spec, small_centers, correct, method="proportion",
+                                progress=False)
+    assert_allclose(out[0, 0], prop.z, atol=1e-5)
+    assert_allclose(ci.raw[0, 0], prop.raw, atol=1e-6, equal_nan=True)
+
+
+def test_permutation_null_builds_each_band_once(small_spec, small_centers, rng,
+                                                monkeypatch):
+    import analysis.ci as ci_mod
+
+    built = []
+
+    class Counting(ci_mod._Band):
+        def __init__(self, *a, **k):
+            built.append(1)
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(ci_mod, "_Band", Counting)
+    classification_image(small_spec, small_centers, rng.normal(size=400),
+                         null="permutation", n_permutations=10, progress=False)
+    assert len(built) == 1
+
+
+def test_one_permutation_helper_for_every_permutation(small_spec, small_centers, rng,
+                                                      monkeypatch):
+    import analysis.ci as ci_mod
+    from analysis.compare import permutation_null
+    from analysis.permutation import permutation_test
+
+    calls = []
+    real = ci_mod._permutations
+
+    def spy(r, n, seed):
+        calls.append(n)
+        return real(r, n, seed)
+
+    monkeypatch.setattr(ci_mod, "_permutations", spy)
+    r = rng.normal(size=400)
+    classification_image(small_spec, small_centers, r, null="permutation",
+                         n_permutations=7, progress=False)
+    permutation_test(small_spec, small_centers, r, n_permutations=19, progress=False)
+    permutation_null(small_spec, small_centers, r, np.zeros((1, 32, 32)) + np.eye(32),
+                     n_permutations=5)
+    assert calls == [7, 19, 5]
+    # an int seed and the Generator it makes give the same permutations
+    a = real(r, 4, 11)
+    b = real(r, 4, np.random.default_rng(11))
+    assert_allclose(a, b) and a.shape == (400, 4)
+    g = np.random.default_rng(5)
+    assert not np.allclose(real(r, 2, g), real(r, 2, g))   # a Generator continues

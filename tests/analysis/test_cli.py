@@ -8,6 +8,14 @@ from numpy.testing import assert_allclose
 from analysis.cli import analyze
 from bubbles import BubbleSpec
 
+NO_FACE = "no mean stimulus for the figure background"
+
+
+def _notes(path):
+    """summary.json warnings, less the one about the missing figure background (the
+    test sessions record no stimuli source: their 32 px grid has no faces)."""
+    return [w for w in json.loads(path.read_text())["warnings"] if not w.startswith(NO_FACE)]
+
 
 def test_analyze_session_writes_outputs(session_csv, tmp_path, capsys):
     out = tmp_path / "res"
@@ -37,7 +45,7 @@ def test_analyze_proportion_says_its_tests_are_descriptive(session_csv, tmp_path
     out = tmp_path / "p"
     assert analyze([str(session_csv), "--out", str(out), "--method", "proportion",
                     "--quiet"]) == 0
-    warned = json.loads((out / "summary.json").read_text())["warnings"]
+    warned = _notes(out / "summary.json")
     assert len(warned) == 1
     assert warned[0].startswith("method 'proportion' is z-scored across the pixels")
 
@@ -61,8 +69,10 @@ def test_analyze_reports_rft_validity_and_blocks(tmp_path, make_session, capsys)
     assert analyze([str(path), "--out", str(tmp_path / "o")]) == 0
     captured = capsys.readouterr()
     assert "band 1 (sigma 2 px): pixel test" in captured.out
-    warned = json.loads((tmp_path / "o" / "summary.json").read_text())["warnings"]
-    assert len(warned) == 3 and captured.err.count("bubbles analyze: warning:") == 3
+    warned = _notes(tmp_path / "o" / "summary.json")
+    assert len(warned) == 3 and captured.err.count("bubbles analyze: warning:") == 4
+    assert f"bubbles analyze: warning: {NO_FACE}: the session sidecar records no" \
+        in captured.err
     assert warned[0].startswith("analysing the trials of all blocks ['main', 'practice']")
     assert warned[1].startswith("band 1 of 3: FWHM 4.71 px is below the 5 px")
     assert warned[2].startswith("band 3 of 3: the search region (2304 px, about 54 px "
@@ -97,6 +107,10 @@ def test_analyze_existing_ci_npy(tmp_path):
                     "--quiet"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["zscore"] == "none"
+    from analysis import DiagnosticImage
+    img = DiagnosticImage.load(out / "ci")            # ci.npz + ci.json
+    assert img.method == "external" and img.info["source"].endswith("z.npy")
+    assert_allclose(img.z, z)
     assert s["cluster_test"]["clusters"][0]["size"] == 400
     assert s["cluster_test"]["clusters"][0]["significant"]
 

@@ -140,15 +140,27 @@ def test_command_line(tmp_path, capsys):
                                  progress=False)
     human.save(tmp_path / "human")
     DiagnosticImage(_planted_map(), "regression", SPEC, 0).save(tmp_path / "model")
-    np.savez(tmp_path / "occ.npz", z=_planted_map())
+    # panels with a known r against the reference A (not against B): an affine
+    # transform with negative slope (r = -1), and A plus an orthogonal part of the same
+    # norm (r = 1 / sqrt(2))
+    za = np.asarray(human.z, dtype=np.float64)
+    np.savez(tmp_path / "occ.npz", z=1.0 - 2.0 * za)
+    d = za - za.mean()
+    e = np.random.default_rng(2).normal(size=za.shape)
+    e -= e.mean()
+    e -= (e * d).sum() / (d * d).sum() * d
+    e *= np.linalg.norm(d) / np.linalg.norm(e)
+    np.savez(tmp_path / "sal.npz", z=d + e + 3.0)
     rc = main([str(tmp_path / "human"), str(tmp_path / "model.npz"), "--out",
                str(tmp_path / "cmp"), "--trials", csv, "--n-permutations", "19",
-               "--n-splits", "2", "--panel", f"occlusion={tmp_path / 'occ.npz'}"])
+               "--n-splits", "2", "--panel", f"occlusion={tmp_path / 'occ.npz'}",
+               "--panel", f"saliency={tmp_path / 'sal.npz'}"])
     assert rc == 0
     out = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert out["pearson_best"] > 0.5 and out["p_value"] == pytest.approx(0.05)
     assert out["ceiling"]["r_sb"] > 0 and (tmp_path / "cmp" / "compare.png").is_file()
-    assert out["panels"]["occlusion"] == pytest.approx(out["pearson_best"])   # same map
+    assert out["panels"]["occlusion"] == pytest.approx(-1.0, abs=1e-9)
+    assert out["panels"]["saliency"] == pytest.approx(2 ** -0.5, abs=1e-9)
     assert "permutation p" in capsys.readouterr().out
     assert load_image(tmp_path / "occ.npz").z.shape == (32, 32)
     again = [str(tmp_path / "human"), str(tmp_path / "model"), "--out", str(tmp_path / "cmp"),
@@ -212,3 +224,92 @@ def test_figure_keeps_the_reference_first_then_the_seed_order():
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["person (simulated)", "model observer", "best unit", "saliency",
                       "integrated gradients"]
+
+
+# -- review findings: the trials that made A, centre maps once, damaged files --------
+def _two_block_session(tmp_path, make_session, n=80, n_practice=20):
+    spec = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
+    path = make_session(tmp_path / "data", spec, n_trials=n)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1:1 + n_practice] = [ln.replace(",main,", ",practice,", 1)
+                               for ln in lines[1:1 + n_practice]]
+    path.write_text("".join(lines))
+    return path, spec
+
+
+@pytest.mark.parametrize("response", ["correct", "rt"])
+def test_compare_uses_the_block_and_response_that_made_a(tmp_path, make_session,
+                                                         response):
+    from analysis.cli import analyze
+
+    csv, spec = _two_block_session(tmp_path, make_session)
+    out = tmp_path / "ana"
+    assert analyze([str(csv), "--out", str(out), "--block", "main", "--response",
+                    response, "--method", "median_split", "--quiet"]) == 0
+    a = load_image(out / "ci.npz")
+    assert a.method == "median_split" and a.n_trials == 60
+    assert a.info["block"] == "main" and a.info["response"] == response
+    assert a.info["session"] == str(csv.resolve()) and a.info["null"] == "analytic"
+    with np.load(out / "ci.npz") as data:
+        assert_allclose(data["z"], a.z)
+    DiagnosticImage(_planted_map(), "regression", spec, 0).save(tmp_path / "model")
+    assert main([str(out / "ci.npz"), str(tmp_path / "model"), "--out",
+                 str(tmp_path / "cmp"), "--n-permutations", "0", "--n-splits", "3"]) == 0
+    got = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    table = TrialTable.read(csv)
+    main_trials = table.select((table.data["block"] == "main").to_numpy())
+    expect = noise_ceiling(spec, main_trials.center_list(),
+                           main_trials.responses(response), n_splits=3, seed=0,
+                           method="median_split")
+    assert got["info"]["n_trials"] == 60 and got["info"]["block"] == "main"
+    assert got["info"]["method"] == "median_split"
+    assert got["info"]["response"] == response
+    assert got["ceiling"]["splits"] == pytest.approx(expect["splits"], abs=1e-9)
+
+
+def test_compare_builds_centre_maps_once(monkeypatch):
+    import bubbles
+
+    c, r = _observer(300)
+    table = TrialTable.from_arrays(SPEC, c, correct=r)
+    human = classification_image(SPEC, c, r, progress=False)
+    calls = []
+    real = bubbles.center_maps
+
+    def spy(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bubbles, "center_maps", spy)
+    res = compare(human, _planted_map(), trials=table, n_splits=3, n_permutations=250)
+    assert len(calls) == 1 and res.ceiling["n_splits"] == 3 and res.p_value is not None
+
+
+def test_load_image_rejects_a_damaged_json(tmp_path):
+    DiagnosticImage(_planted_map(), "regression", SPEC, 10).save(tmp_path / "ci")
+    (tmp_path / "ci.json").write_text('{"format": "bubbles.DiagnosticImage", "meth')
+    with pytest.raises(ValueError, match="ci.json .* is not valid JSON"):
+        load_image(tmp_path / "ci.npz")
+    (tmp_path / "ci.json").write_text('{"format": "bubbles.DiagnosticImage"}')
+    with pytest.raises(ValueError, match="cannot read the diagnostic image"):
+        load_image(tmp_path / "ci")
+    rc = main([str(tmp_path / "ci"), str(tmp_path / "ci.npz"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    (tmp_path / "ci.json").write_text('{"format": "something.else"}')   # not ours
+    assert load_image(tmp_path / "ci.npz").method == "unknown"
+
+
+def test_compare_figure_draws_with_the_figures_helper(monkeypatch):
+    import analysis.figures as figures
+
+    drawn = []
+    real = figures._draw_map
+
+    def spy(ax, m, **k):
+        drawn.append(m.shape)
+        return real(ax, m, **k)
+
+    monkeypatch.setattr(figures, "_draw_map", spy)
+    figure({"human": np.zeros((8, 8)), "saliency": np.ones((2, 8, 8))},
+           background=np.full((8, 8), 0.5))
+    assert drawn == [(8, 8), (8, 8)]

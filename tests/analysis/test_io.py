@@ -67,3 +67,26 @@ def test_demo_exnex(stat4ci_dir):
     assert len(sig) == 1 and sig[0].size == 1747
     assert_allclose(sig[0].centroid, (204.44, 133.27), atol=0.05)
     assert sig[0].peak == (200, 148)
+
+
+def test_read_image_scales_by_bit_depth(tmp_path):
+    # 8-bit: / 255 even when the image is dark (max <= 1 used to be read as [0, 1])
+    dark = np.zeros((4, 4), np.uint8)
+    dark[0, 0] = 1
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    a = read_image(tmp_path / "dark.png")
+    assert a.dtype == np.float64 and a[0, 0] == pytest.approx(1 / 255)
+    # 16-bit: / 65535 (convert('L') used to clip everything above 255 to white)
+    v = np.array([[0, 1000], [32768, 65535]], np.uint16)
+    Image.fromarray(v).save(tmp_path / "deep.png")
+    assert_allclose(read_image(tmp_path / "deep.png"), v / 65535.0, atol=1e-6)
+    # float images in [0, 1] as they are
+    f = np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)
+    Image.fromarray(f).save(tmp_path / "float.tiff")          # mode F
+    assert_allclose(read_image(tmp_path / "float.tiff"), f, atol=1e-7)
+    # errors name the file
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        read_image(tmp_path / "nothing.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="bad.png"):
+        read_image(tmp_path / "bad.png")

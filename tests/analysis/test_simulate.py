@@ -126,3 +126,28 @@ def test_simulate_session_errors(planted):
         simulate_session(spec, images[:, :32], ["a", "b"], obs, 10)
     with pytest.raises(ValueError, match="n_trials must be an integer >= 1"):
         simulate_session(spec, images, ["a", "b"], obs, 0)
+
+
+def test_noise_background_is_regenerable_per_trial(planted):
+    """Each trial's noise field comes from (seed, trial), not one field per chunk."""
+    from bubbles import apply_bubbles, noise_background, render_masks
+
+    images, _ = planted
+    spec = BubbleSpec(shape=(H, H), sigma=3.0, n_bubbles=4, background="noise")
+    seen = []
+
+    class Recorder:
+        def decide_batch(self, stimuli, background=0.5):
+            seen.extend(np.asarray(stimuli))
+            return ["left"] * len(stimuli)
+
+    table = simulate_session(spec, images, ["left", "right"], Recorder(), 6, seed=9,
+                             chunk_size=4)
+    centers = sample_centers(spec, 9, 6)
+    for t in range(6):
+        i = int(table.data["stimulus_index"][t])
+        expect = apply_bubbles(images[i].astype(np.float32),
+                               render_masks(spec, centers[t:t + 1])[0],
+                               noise_background(images[i].astype(np.float32), 9, [t])[0])
+        assert_allclose(seen[t], expect, atol=1e-6)
+    assert not np.allclose(seen[0], seen[1])

@@ -168,3 +168,51 @@ def test_rft_validity_warnings():
         assert pixel_test(z, 20, search_region=region).warnings == []
         assert cluster_test(z, 20, search_region=region).warnings == []
         assert pixel_test(np.zeros(257), 11.8 / np.sqrt(8 * np.log(2))).warnings == []
+
+
+def test_sigma_to_fwhm_is_the_bubbles_helper():
+    import bubbles
+    from analysis import stats
+
+    assert stats.sigma_to_fwhm is bubbles.sigma_to_fwhm
+
+
+def test_tests_compute_resels_and_cluster_constant_once(monkeypatch):
+    from analysis import stats
+
+    calls = {"resels": 0, "ec_density": 0}
+    real_resels, real_ec = stats.resels, stats.ec_density
+
+    def resels_spy(*a, **k):
+        calls["resels"] += 1
+        return real_resels(*a, **k)
+
+    def ec_spy(t, d):
+        if np.ndim(t) == 0:            # the cluster constant (not the vectorised p-values)
+            calls["ec_density"] += 1
+        return real_ec(t, d)
+
+    monkeypatch.setattr(stats, "resels", resels_spy)
+    monkeypatch.setattr(stats, "ec_density", ec_spy)
+    z = np.zeros((128, 128))
+    z[10:20, 10:20] = z[60:70, 60:70] = z[100:110, 20:30] = 4.0
+    ref = pixel_threshold(128 * 128, sigma_to_fwhm(3))
+    pix = pixel_test(z, 3)
+    assert calls["resels"] == 2          # pixel_threshold above, pixel_test once
+    assert pix.threshold == pytest.approx(ref[0])
+    calls.update(resels=0, ec_density=0)
+    clu = cluster_test(z, 3)
+    assert len(clu.clusters) == 3
+    assert calls == {"resels": 1, "ec_density": 1}
+    assert clu.min_cluster_size == pytest.approx(cluster_size_threshold(
+        128 * 128, sigma_to_fwhm(3)))
+
+
+def test_permutation_test_checks_the_search_region_shape(small_spec, small_centers):
+    from analysis import permutation_test
+
+    r = np.random.default_rng(0).normal(size=len(small_centers))
+    with pytest.raises(ValueError, match=r"search_region must be a boolean array of the "
+                                         r"spec's shape \(32, 32\), got shape \(16, 16\)"):
+        permutation_test(small_spec, small_centers, r, n_permutations=19,
+                         search_region=np.ones((16, 16), bool), progress=False)

@@ -147,3 +147,40 @@ def test_from_arrays_and_select(small_spec, small_centers):
                     center_maps(small_spec, small_centers[1::2]).toarray())
     with pytest.raises(ValueError, match="column 'rt' must have one value per trial"):
         TrialTable.from_arrays(small_spec, small_centers, rt=[1, 2])
+
+
+def test_mean_stimulus_reads_a_folder_relative_to_the_session(tmp_path, make_session,
+                                                              monkeypatch):
+    import json
+    import warnings
+
+    import pandas as pd
+
+    from bubbles import BubbleSpec, StimulusSet
+
+    spec = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
+    csv = make_session(tmp_path / "data", spec, n_trials=8)
+    images = np.stack([np.full((32, 32), v, np.float32) for v in (0.2, 0.4, 0.6, 0.8)])
+    table = pd.DataFrame({"stimulus_id": [f"id{i:02d}_happy" for i in range(4)],
+                          "identity": [str(i) for i in range(4)],
+                          "expression": ["happy"] * 4})
+    StimulusSet(images, table).to_folder(tmp_path / "data" / "stims")
+    sidecar_path = csv.with_suffix(".json")
+    sidecar = json.loads(sidecar_path.read_text())
+    sidecar["config"]["stimuli"] = {"source": "stims"}          # relative to the CSV
+    sidecar_path.write_text(json.dumps(sidecar))
+    monkeypatch.chdir(tmp_path)                                 # not the CSV's folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bg = TrialTable.read(csv).mean_stimulus()
+    assert bg.shape == (32, 32) and bg[0, 0] == pytest.approx(0.5, abs=1e-3)
+    # another size than the spec: None with a warning that says why
+    sidecar["config"]["stimuli"] = {"source": "faces", "n_identities": 1, "size": 64}
+    sidecar_path.write_text(json.dumps(sidecar))
+    with pytest.warns(UserWarning, match=r"have shape \(64, 64\), the session spec "
+                                         r"\(32, 32\)"):
+        assert TrialTable.read(csv).mean_stimulus() is None
+    sidecar["config"]["stimuli"] = {"source": "moved"}
+    sidecar_path.write_text(json.dumps(sidecar))
+    with pytest.warns(UserWarning, match="cannot rebuild the session's stimuli 'moved'"):
+        assert TrialTable.read(csv).mean_stimulus() is None
