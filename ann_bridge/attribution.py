@@ -105,9 +105,13 @@ class Readout:
             raise ValueError("units needs layer; for output classes use target")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.preprocess(x)
         if self.layer is None:
-            return self.model(z)
+            return self.model(self.preprocess(x))
+        return self._select(self._layer_output(x))
+
+    def _layer_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's whole output for raw images ``x`` (the pass stops there)."""
+        z = self.preprocess(x)
         store = {}
 
         def hook(module, inputs, output):
@@ -121,7 +125,9 @@ class Readout:
             pass
         finally:
             handle.remove()
-        out = store["out"]
+        return store["out"]
+
+    def _select(self, out: torch.Tensor) -> torch.Tensor:
         if isinstance(self.units, Units):
             r = self.units.select(out, self.layer)
         else:
@@ -154,7 +160,10 @@ class Readout:
             if target is not None:
                 raise ValueError("target must be None when layer is given; choose the "
                                  "unit(s) with units")
-            k = self.infer(x[:1]).shape[1]
+            with torch.inference_mode():
+                raw = self._layer_output(x[:1])
+            self.n_channels = int(raw.shape[1]) if raw.ndim > 1 else 1
+            k = self._select(raw).shape[1]
             return list(range(k))
         if target is None:
             pred = self.infer(x).argmax(dim=1).tolist()
@@ -174,6 +183,26 @@ class Readout:
                 raise ValueError(f"target must be a class index in 0..{k - 1}, got {t}")
             cols.append(t)
         return cols
+
+
+    def target_names(self, cols, n_images) -> list:
+        """Per image, a name for each column of :meth:`columns` (no forward pass): the
+        layer's unit (``'layer:ch3'``), the class (``'class happy'``) or the predicted
+        class (``'predicted class: happy'``)."""
+        if self.layer is not None:
+            if isinstance(self.units, Units) and hasattr(self, "n_channels"):
+                units = self.units.describe(self.n_channels)
+            else:
+                units = [f"unit{k}" for k in range(len(cols))]
+            return [[f"{self.layer}:{u}" for u in units] for _ in range(n_images)]
+        classes = list(getattr(self.model, "classes", []) or [])
+
+        def label(k):
+            return classes[k] if k < len(classes) else f"output {k}"
+
+        if len(cols) == 1 and isinstance(cols[0], list):
+            return [[f"predicted class: {label(k)}"] for k in cols[0]]
+        return [[f"class {label(k)}" for k in cols] for _ in range(n_images)]
 
 
 def _bar(items, progress, desc):
@@ -246,7 +275,7 @@ def _captum_positions(shape, size, stride):
 
 def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
               stride=None, fill=0.5, sweep="cover", preprocess=None, device=None,
-              batch_size=256, progress=True) -> np.ndarray:
+              batch_size=256, progress=True, columns=None) -> np.ndarray:
     """Occlusion maps (Zeiler & Fergus 2014) for output classes or internal units.
 
     A ``size`` x ``size`` square of grey ``fill`` slides over the image by ``stride``
@@ -281,6 +310,10 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
         Occluded images per forward pass.
     progress : bool
         Show a tqdm bar per image.
+    columns : list, optional
+        ``target`` already resolved by :meth:`Readout.columns` for these images (a
+        caller that also names the targets, like ``bubbles ann attribute``, resolves
+        them once); skips the forward pass that resolves them.
 
     Returns
     -------
@@ -300,7 +333,7 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
     read = Readout(model, layer, units, preprocess=preprocess, device=device)
     dev = read.device
     xt = torch.from_numpy(x).to(dev)
-    cols = read.columns(target, xt)
+    cols = read.columns(target, xt) if columns is None else list(columns)
     from tqdm.auto import tqdm
 
     result = np.zeros((len(x), len(cols), h, w), np.float32)
@@ -330,12 +363,13 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
 
 
 def saliency(model, images, target=None, *, layer=None, units=None, preprocess=None,
-             device=None, progress=True) -> np.ndarray:
+             device=None, progress=True, columns=None) -> np.ndarray:
     """Gradient saliency ``|dS/dX|`` (Simonyan et al. 2014) via ``captum.attr.Saliency``.
 
     Parameters are those of :func:`occlusion`; the score S is the unnormalised class
     score (logit) or the unit's activation. Colour images take the max over channels.
     ``progress`` shows a tqdm bar over the targets (one backward pass each).
+    ``columns`` as in :func:`occlusion`.
 
     Returns
     -------
@@ -347,7 +381,7 @@ def saliency(model, images, target=None, *, layer=None, units=None, preprocess=N
     x = _as_images(images)
     read = Readout(model, layer, units, preprocess=preprocess, device=device)
     xt = torch.from_numpy(x).to(read.device)
-    cols = read.columns(target, xt)
+    cols = read.columns(target, xt) if columns is None else list(columns)
     sal = Saliency(read)
     maps = []
     for col in _bar(cols, progress, "saliency"):
@@ -388,7 +422,7 @@ class IGResult:
 def integrated_gradients(model, images, target=None, *, layer=None, units=None,
                          baseline=0.5, n_steps=50, method="gausslegendre",
                          internal_batch_size=64, preprocess=None, device=None,
-                         tolerance=0.05, progress=True) -> IGResult:
+                         tolerance=0.05, progress=True, columns=None) -> IGResult:
     """Integrated gradients (Sundararajan et al. 2017) via captum, with completeness.
 
     ``IG_i = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x'))/dx_i da``; completeness
@@ -416,6 +450,8 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
         Relative completeness gap above which to warn.
     progress : bool
         Show a tqdm bar over the targets (one path integral each).
+    columns : list, optional
+        As in :func:`occlusion`.
 
     Returns
     -------
@@ -446,7 +482,7 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
             raise ValueError(f"baseline must be a float or shaped like one image "
                              f"{x.shape[1:]} or like images {x.shape}, got "
                              f"{tuple(b.shape)}") from None
-    cols = read.columns(target, xt)
+    cols = read.columns(target, xt) if columns is None else list(columns)
     ig = IntegratedGradients(read)
     maps, gaps, diffs = [], [], []
     for col in _bar(cols, progress, "integrated gradients"):

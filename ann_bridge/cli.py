@@ -7,9 +7,12 @@
     bubbles ann attribute --method occlusion|saliency|ig --out DIR
 
 The lead's dispatcher (``bubbles.cli``) calls :func:`main` with the arguments after
-``ann``. Every command defaults to the embedded model (``--model default``) and the
-embedded face set; ``--model`` also takes a checkpoint written by ``bubbles ann train``
-or ``package.module:factory`` (a callable returning an ``nn.Module``).
+``ann``. Exit codes: 0 done, 1 a data or setup error (missing or existing files, a layer
+or stimulus that is not there, a model that cannot be built), 2 a usage error (argparse:
+a missing or malformed option). Every command defaults to the embedded model
+(``--model default``) and the embedded face set; ``--model`` also takes a checkpoint
+written by ``bubbles ann train`` or ``package.module:factory`` (a callable returning an
+``nn.Module``).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ def load_any_model(spec: str, device="cpu"):
     raise ValueError(f"--model must be 'default', a .pt file or 'module:factory', got {spec!r}")
 
 
-def _images(args):
-    """(images, ids) from --images (.npy) or the embedded faces (+ --stimulus)."""
+def _images(args, *, one_per_expression=False):
+    """(images, ids) from --images (.npy) or the embedded faces (+ --stimulus); with
+    ``one_per_expression`` and neither option, the first face of each expression."""
     if args.images:
         arr = np.load(args.images).astype(np.float32)
         if arr.ndim == 2:
@@ -56,6 +60,9 @@ def _images(args):
         from bubbles.faces import face_set
         s = face_set(args.identities, seed=args.face_seed, size=args.size)
         arr, ids = s.images, list(s.table["stimulus_id"])
+        if one_per_expression and not args.stimulus:
+            first = s.table.groupby("expression", sort=False).head(1).index.to_numpy()
+            arr, ids = arr[first], [ids[i] for i in first]
     if args.stimulus:
         missing = [x for x in args.stimulus if x not in ids]
         if missing:
@@ -64,6 +71,26 @@ def _images(args):
         keep = [ids.index(x) for x in args.stimulus]
         arr, ids = arr[keep], [ids[i] for i in keep]
     return np.ascontiguousarray(arr, dtype=np.float32), ids
+
+
+def _units_text(text):
+    """argparse type of --units: checks the syntax, keeps the text (written to info)."""
+    try:
+        _units(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'all', an index '3', a slice '0:8' or "
+                                         f"a list '1,4,9', got {text!r}") from None
+    return text
+
+
+def _position(text):
+    """argparse type of --position: 'row,col' -> (row, col)."""
+    try:
+        r, c = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'row,col' in the feature map, got "
+                                         f"{text!r}") from None
+    return r, c
 
 
 def _units(text):
@@ -109,12 +136,17 @@ def _parser():
     t.add_argument("--identities", type=int, default=200, help="training identities")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--force", action="store_true",
+                   help="replace existing outputs in --out (needed to write into the "
+                        "embedded weights' folder)")
 
     pr = sub.add_parser("probe", help="diagnostic images of units from bubbles masks")
     _common(pr, stimulus_help="stimulus id to use (repeat); default: every image")
     pr.add_argument("--layer", required=True, help="layer name (see --list-layers)")
-    pr.add_argument("--units", default="all", help="'all', '3', '0:8' or '1,4,9'")
-    pr.add_argument("--position", help="'row,col' in the feature map (default: spatial mean)")
+    pr.add_argument("--units", default="all", type=_units_text,
+                    help="'all', '3', '0:8' or '1,4,9'")
+    pr.add_argument("--position", type=_position,
+                    help="'row,col' in the feature map (default: spatial mean)")
     pr.add_argument("--n-masks", type=int, required=True, help="bubbled trials")
     pr.add_argument("--seed", type=int, default=0, help="mask seed")
     pr.add_argument("--spec", help="BubbleSpec JSON file (overrides --sigma/--n-bubbles/--bands)")
@@ -132,7 +164,8 @@ def _parser():
     a.add_argument("--target", action="append",
                    help="output class (label or index; repeat); default: predicted class")
     a.add_argument("--layer", help="internal layer instead of the output")
-    a.add_argument("--units", default="all", help="with --layer: 'all', '3', '0:8', '1,4'")
+    a.add_argument("--units", default="all", type=_units_text,
+                   help="with --layer: 'all', '3', '0:8', '1,4'")
     a.add_argument("--occluder", type=int, default=10, help="occluder side in pixels "
                    "(Ancona et al. compare 1, 5, 10, 15)")
     a.add_argument("--stride", type=int, help="occluder stride (<= size; default: size)")
@@ -168,11 +201,30 @@ def _check_free(stems, force):
                 raise FileExistsError(f"{path} exists; use --force to replace it")
 
 
+TRAIN_OUTPUTS = ("expression_cnn.pt", "expression_cnn.sha256", "metrics.json")
+
+
+def _check_train_out(out, force):
+    """Refuse, before training, to replace outputs or the embedded weights (no --force)."""
+    from .model import DEFAULT_WEIGHTS
+
+    if force:
+        return
+    if out.resolve() == DEFAULT_WEIGHTS.parent.resolve():
+        raise FileExistsError(f"--out {out} is the folder of the embedded weights "
+                              f"({DEFAULT_WEIGHTS.name}, checked by load_default_model); "
+                              "use --force to replace them")
+    for name in TRAIN_OUTPUTS:
+        if (out / name).exists():
+            raise FileExistsError(f"{out / name} exists; use --force to replace it")
+
+
 def _train(args):
     from .model import DEFAULT_WEIGHTS, save_model, sha256
     from .train import checkpoint_info, train
 
     out = Path(args.out)
+    _check_train_out(out, args.force)
     res = train(seed=args.seed, epochs=args.epochs, n_identities=args.identities,
                 threads=args.threads, progress=not args.quiet,
                 log=None if args.quiet else print)
@@ -203,12 +255,7 @@ def _probe(args):
     spec = _spec(args, imgs.shape[1:])
     units = _units(args.units)
     if args.position:
-        try:
-            r, c = (int(x) for x in args.position.split(","))
-        except ValueError:
-            raise ValueError(f"--position must be 'row,col' in the feature map, got "
-                             f"{args.position!r}") from None
-        units = Units(channels=units, position=(r, c))
+        units = Units(channels=units, position=args.position)
     ci = diagnostic_images(model, args.layer, imgs, spec, args.n_masks, args.seed, units,
                            args.batch_size, device=args.device, method=args.method,
                            response=args.response, progress=not args.quiet)
@@ -232,10 +279,10 @@ def _probe(args):
 def _montage(maps, names, path, *, background=None, title="", label="z", limit=32):
     """PNG of maps (n, H, W) over ``background``: one large panel with a colour bar, or
     a grid of at most ``limit`` (the strongest by max |value|), each scaled to its own
-    max |value| (the suptitle says so)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    max |value| (the suptitle says so). Figure + Agg canvas, no pyplot (no global
+    figure state), as in :mod:`analysis.figures`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     maps = np.asarray(maps, dtype=np.float64)
     names = list(names) if names else [str(i) for i in range(len(maps))]
@@ -248,7 +295,9 @@ def _montage(maps, names, path, *, background=None, title="", label="z", limit=3
     ncol = min(8, len(keep))
     nrow = -(-len(keep) // ncol)
     size = (5.0, 5.0) if len(keep) == 1 else (1.7 * ncol, 1.8 * nrow + 0.6)
-    fig, axes = plt.subplots(nrow, ncol, figsize=size, squeeze=False)
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, keep):
@@ -263,57 +312,33 @@ def _montage(maps, names, path, *, background=None, title="", label="z", limit=3
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
     fig.suptitle(title, fontsize=8 if len(keep) > 1 else 10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _target_names(model, imgs, target, args, n_targets):
-    """Per image, a name for each attributed target: the class, the predicted class or
-    the layer's unit."""
-    if args.layer:
-        from .record import Units, as_units, record
-
-        sel = as_units(_units(args.units))
-        n_channels = record(model, args.layer, imgs[:1], device=args.device).shape[1]
-        units = (sel.describe(n_channels) if isinstance(sel, Units)
-                 else [f"unit{k}" for k in range(n_targets)])
-        return [[f"{args.layer}:{u}" for u in units]] * len(imgs)
-    classes = list(getattr(model, "classes", []) or [])
-
-    def label(k):
-        return classes[k] if k < len(classes) else f"output {k}"
-
-    if target is None:
-        import torch
-
-        from .attribution import Readout
-
-        read = Readout(model, device=args.device)
-        pred = read.infer(torch.from_numpy(imgs).to(read.device)).argmax(dim=1).tolist()
-        return [[f"predicted class: {label(k)}"] for k in pred]
-    cols = [classes.index(t) if isinstance(t, str) else int(t) for t in target]
-    return [[f"class {label(k)}" for k in cols]] * len(imgs)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        fig.clear()
 
 
 def _attribute(args):
+    import torch
+
     from analysis.diagnostic import DiagnosticImage
 
     from . import attribution as at
 
-    imgs, ids = _images(args)
-    if not args.stimulus and not args.images:
-        from bubbles.faces import face_set
-        s = face_set(args.identities, seed=args.face_seed, size=args.size)
-        first = s.table.groupby("expression", sort=False).head(1).index.to_numpy()
-        imgs, ids = imgs[first], [ids[i] for i in first]
+    imgs, ids = _images(args, one_per_expression=True)
     method = {"ig": "integrated_gradients"}.get(args.method, args.method)
     _check_free([Path(args.out) / f"{method}_{sid}" for sid in ids], args.force)
     model = load_any_model(args.model, device=args.device or "cpu")
     target = None
     if args.target:
         target = [int(t) if t.lstrip("-").isdigit() else t for t in args.target]
-    kw = dict(layer=args.layer, units=_units(args.units) if args.layer else None,
-              device=args.device)
+    units = _units(args.units) if args.layer else None
+    # resolve the targets once (one forward pass): the method reuses them, and so do the
+    # names of the targets written with each map
+    read = at.Readout(model, args.layer, units, device=args.device)
+    cols = read.columns(target, torch.from_numpy(imgs).to(read.device))
+    names = read.target_names(cols, len(imgs))
+    kw = dict(layer=args.layer, units=units, device=args.device, columns=cols)
     if args.method == "occlusion":
         maps = at.occlusion(model, imgs, target, size=args.occluder, stride=args.stride,
                             fill=args.fill, sweep=args.sweep, batch_size=args.batch_size,
@@ -330,7 +355,6 @@ def _attribute(args):
         extra = {"baseline": args.baseline, "n_steps": args.steps,
                  "completeness_gap": res.gap, "relative_gap": res.relative_gap}
         print(f"IG completeness gap: max {np.abs(res.relative_gap).max():.2%} of |F(x) - F(x')|")
-    names = _target_names(model, imgs, target, args, maps.shape[1])
     what = {"occlusion": "drop a(X) - a(X occluded)", "saliency": "|dS/dX|",
             "ig": "IG attribution"}[args.method]
     out = Path(args.out)
@@ -358,7 +382,8 @@ def _attribute(args):
 
 
 def main(argv=None) -> int:
-    """Entry point of ``bubbles ann``; returns the exit code."""
+    """Entry point of ``bubbles ann``; returns the exit code (0 done, 1 a data or setup
+    error, 2 a usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-layers" in argv:
         from .record import layer_names
@@ -367,7 +392,7 @@ def main(argv=None) -> int:
             model = load_any_model(argv[i + 1] if 0 <= i < len(argv) - 1 else "default")
         except (ValueError, FileNotFoundError) as exc:
             print(f"bubbles ann: {exc}", file=sys.stderr)
-            return 2
+            return 1
         print("\n".join(layer_names(model)))
         return 0
     try:
@@ -378,4 +403,4 @@ def main(argv=None) -> int:
         return {"train": _train, "probe": _probe, "attribute": _attribute}[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"bubbles ann {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return 1

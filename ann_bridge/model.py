@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.diagnostic import to_jsonable
+
 __all__ = ["ExpressionCNN", "load_model", "save_model", "load_default_model",
            "DEFAULT_WEIGHTS", "DEFAULT_CHECKSUM", "sha256"]
 
@@ -91,7 +93,10 @@ def save_model(model: ExpressionCNN, path, *, info=None, checksum=True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    info = json.loads(json.dumps(info or {}, default=str))   # plain types only
+    # plain types only (torch.load(weights_only=True) reads them back); the JSON round
+    # trip gives fresh objects, so the pickle never shares a string with the config
+    # (shared objects change its memo references, and the shipped file is byte-exact)
+    info = json.loads(json.dumps(to_jsonable(info or {})))
     torch.save({"format": "ann_bridge.expression_cnn", "version": 1,
                 "config": model.config(), "state_dict": state, "info": info}, path)
     if checksum:

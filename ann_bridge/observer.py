@@ -1,12 +1,14 @@
 """A network as an observer of a bubbles session (``bubbles run --simulate model``).
 
-:class:`NetworkObserver` implements the experiments Responder interface
-(``respond(stimulus, choices, *, clock=None) -> Response(key, label, rt)``): it shows
-the frame actually drawn to the network and answers with the expression whose logit is
-largest among the session's choices. Optional Gaussian decision noise on the logits
-(SD ``decision_noise``, in logit units, seeded) lowers its accuracy towards a person's,
-so that QUEST settles on a realistic number of bubbles. The session files it produces
-are analysed exactly like a person's.
+:class:`NetworkObserver` shows a stimulus to the network and answers with the expression
+whose logit is largest among its labels: ``decide(stimulus) -> label`` and
+``decide_batch(stimuli) -> list``, the interface of :class:`analysis.simulate.TemplateObserver`.
+Optional Gaussian decision noise on the logits (SD ``decision_noise``, in logit units,
+seeded) lowers its accuracy towards a person's, so that QUEST settles on a realistic
+number of bubbles. ``experiments.responders.ModelResponder`` wraps ``decide`` into the
+session's Responder interface (keys, reaction times); this module does not import
+``experiments`` (layering: ``ann_bridge`` -> ``analysis`` -> ``bubbles``). The session
+files it produces are analysed exactly like a person's.
 """
 
 from __future__ import annotations
@@ -35,22 +37,17 @@ class NetworkObserver:
         Defaults to cuda when available.
     labels : sequence of str, optional
         Restrict the answers to these classes (default: all of ``model.classes``).
-    rt : float or None
-        Reaction time to report in seconds; None reports the clock's time since onset
-        (NaN without a clock).
 
     Examples
     --------
     >>> obs = NetworkObserver(decision_noise=1.0, seed=3)          # doctest: +SKIP
-    >>> obs.respond(frame, {"happy": "f", "fearful": "j", "neutral": "k"})  # doctest: +SKIP
-    Response(key='f', label='happy', rt=nan)
+    >>> obs.decide(frame)                                          # doctest: +SKIP
+    'happy'
+    >>> obs.decide_batch(frames)                                   # doctest: +SKIP
+    ['happy', 'neutral', ...]
     """
 
-    needs_frame = True
-    quit_key = "escape"
-
-    def __init__(self, model=None, *, decision_noise=0.0, seed=0, device=None, labels=None,
-                 rt=None):
+    def __init__(self, model=None, *, decision_noise=0.0, seed=0, device=None, labels=None):
         if model is None:
             from .model import load_default_model
             model = load_default_model()
@@ -62,8 +59,6 @@ class NetworkObserver:
         if not (isinstance(decision_noise, (int, float)) and decision_noise >= 0):
             raise ValueError(f"decision_noise must be a number >= 0 (logit SD), "
                              f"got {decision_noise!r}")
-        if rt is not None and not (isinstance(rt, (int, float)) and rt >= 0):
-            raise ValueError(f"rt must be None or a number of seconds >= 0, got {rt!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.classes = classes
@@ -71,15 +66,19 @@ class NetworkObserver:
         self.decision_noise = float(decision_noise)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.rt = rt
 
     @classmethod
-    def from_stimuli(cls, stimuli, labels, *, seed=0, **kwargs):
+    def from_stimuli(cls, stimuli, labels, *, seed=0, decision_noise=0.0, model=None,
+                     device=None):
         """Observer for a session on ``stimuli`` choosing among ``labels``.
 
         Called by ``experiments.responders.model_responder`` (``--simulate model``).
+        ``stimuli`` (the session's StimulusSet) is not needed by the network, which was
+        trained beforehand; it is accepted for the interface shared with the template
+        observer.
         """
-        return cls(seed=seed, labels=list(labels), **kwargs)
+        return cls(model, decision_noise=decision_noise, seed=seed, device=device,
+                   labels=list(labels))
 
     def _check_labels(self, labels):
         labels = tuple(str(x) for x in labels)
@@ -112,37 +111,11 @@ class NetworkObserver:
         return [labels[i] for i in z.argmax(axis=1)]
 
     def decide(self, stimulus, labels=None) -> str:
-        """Label chosen for one stimulus ``(H, W)``."""
+        """Label chosen for one stimulus ``(H, W)`` in [0, 1] (the frame drawn).
+
+        ``labels`` (default ``self.labels``) restricts the answer to some of the
+        model's classes."""
         return self.decide_batch(np.asarray(stimulus)[None], labels)[0]
-
-    # -- Responder interface ----------------------------------------------------------
-    def arm(self, win=None):
-        """Nothing to arm: the network answers when asked."""
-
-    def respond(self, stimulus, choices, *, clock=None):
-        """Answer one trial; ``choices`` maps label -> key (the session's mapping)."""
-        from experiments.responders import Response
-
-        labels = [x for x in choices if x in self.classes]
-        if not labels:
-            raise ValueError(f"choices must include some of the model's classes "
-                             f"{list(self.classes)}, got {list(choices)}")
-        label = self.decide(stimulus, labels)
-        if self.rt is not None:
-            rt = float(self.rt)
-        else:
-            rt = float(clock.getTime()) if clock is not None else float("nan")
-        return Response(choices[label], label, rt)
-
-    def wait_keys(self, keys, *, clock=None):
-        """Instruction and break screens advance at once."""
-        return keys[0]
-
-    def check_quit(self):
-        return False
-
-    def close(self):
-        """Nothing to release."""
 
     def noise_for_accuracy(self, stimuli, labels, target=0.75, *, seed=0, max_noise=100.0,
                            iterations=20) -> float:

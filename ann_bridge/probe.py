@@ -41,15 +41,31 @@ def _torch_renderable(spec: BubbleSpec) -> bool:
 _CHUNK_PIXELS = 2 ** 20      # masks rendered per step: about 4 MB, stays in cache
 
 
+def _offsets(c, h, w, dev):
+    """Row and column offsets (n, k, H), (n, k, W) of every pixel from centres c."""
+    dy = torch.arange(h, device=dev, dtype=torch.float32) - c[:, :, 0:1]
+    dx = torch.arange(w, device=dev, dtype=torch.float32) - c[:, :, 1:2]
+    return dy, dx
+
+
+def gaussian_profiles(c, scale, h, w):
+    """Row and column Gaussian profiles (n, k, H), (n, k, W) at centres c (n, k, 2).
+
+    ``scale`` is ``-0.5 / sigma**2``: a number, or a tensor broadcasting to
+    ``(n, k, 1)`` (one sigma per bubble, as in training). The mask of the bubbles is
+    ``fy^T @ fx``; the probe's renderer and :mod:`ann_bridge.train` share this function.
+    """
+    dy, dx = _offsets(c, h, w, c.device)
+    return torch.exp(dy * dy * scale), torch.exp(dx * dx * scale)
+
+
 def _profiles(spec, c, dev):
     """Row and column profiles (n, k, H), (n, k, W) of the apertures at centres c."""
     h, w = spec.shape
     sigma = spec.sigmas[0]
-    dy = torch.arange(h, device=dev, dtype=torch.float32) - c[:, :, 0:1]
-    dx = torch.arange(w, device=dev, dtype=torch.float32) - c[:, :, 1:2]
     if spec.aperture == "gaussian":
-        scale = -0.5 / sigma ** 2
-        return torch.exp(dy * dy * scale), torch.exp(dx * dx * scale)
+        return gaussian_profiles(c.to(dev), -0.5 / sigma ** 2, h, w)
+    dy, dx = _offsets(c, h, w, dev)
     half = bubbles.sigma_to_fwhm(sigma) / 2.0
     return (dy.abs() <= half).float(), (dx.abs() <= half).float()
 
@@ -96,44 +112,40 @@ def torch_render_masks(spec: BubbleSpec, centers, device=None) -> torch.Tensor:
     return _render_into(spec, c, out)
 
 
-def bubbled_batch(spec, images, image_index, centers, *, rng=None, bands=None,
-                  out=None) -> torch.Tensor:
-    """Bubbled stimuli for a batch of trials, on the device, as a session makes them.
+class _Composer:
+    """Bubbled stimuli of a fixed image set: the per-image constants, computed once.
 
-    ``stim = bg + mask * (image - bg)`` (:func:`bubbles.apply_bubbles`), with bg the
-    image's mean or the spec's grey level. On the torch path the masks of a few trials
-    at a time are rendered into a small buffer and composed straight into the output,
-    so each stimulus is written to memory once.
-
-    Parameters
-    ----------
-    spec : BubbleSpec
-    images : torch.Tensor (n_images, H, W) on the device
-    image_index : array of int (b,)
-        Which image each trial shows.
-    centers : array (b, k, 2) or list per band
-    rng : numpy Generator, optional
-        For ``background='noise'`` (numpy path).
-    bands : list of arrays, optional
-        :func:`bubbles.laplacian_bands` per image for multi-scale specs.
-    out : torch.Tensor, optional
-        float32 buffer with at least ``b`` rows of ``(H, W)`` to write into (a probe
-        reuses one buffer for every batch; fresh memory costs page faults).
-
-    Returns
-    -------
-    torch.Tensor
-        float32 ``(b, H, W)`` in [0, 1] (a view of ``out`` when given).
+    A probe makes one composer and calls it for every batch, so the background and
+    ``image - background`` of every image (torch path), the host copy of the images and
+    their Laplacian bands (numpy path) are not recomputed per batch.
     """
-    dev = images.device
-    which = np.asarray(image_index)
-    if _torch_renderable(spec) and spec.background != "noise":
-        h, w = spec.shape
-        if spec.background == "mean":
-            bg = images.double().mean(dim=(1, 2)).float()
+
+    def __init__(self, spec, images, *, bands=None, seed=None):
+        self.spec = spec
+        self.device = images.device
+        self.seed = seed
+        self.on_device = _torch_renderable(spec) and spec.background != "noise"
+        if self.on_device:
+            if spec.background == "mean":
+                self.bg = images.double().mean(dim=(1, 2)).float()
+            else:
+                self.bg = torch.full((len(images),), float(spec.background),
+                                     device=self.device)
+            self.diff = images - self.bg[:, None, None]
         else:
-            bg = torch.full((len(images),), float(spec.background), device=dev)
-        diff = images - bg[:, None, None]
+            self.host = images.detach().cpu().numpy()
+            if spec.multiscale and bands is None:
+                bands = [bubbles.laplacian_bands(im, spec.n_bands) for im in self.host]
+            self.bands = bands
+
+    def __call__(self, image_index, centers, *, trials=None, out=None):
+        spec = self.spec
+        which = np.asarray(image_index)
+        if not self.on_device:
+            return self._numpy(which, centers, trials)
+        dev = self.device
+        bg, diff = self.bg, self.diff
+        h, w = spec.shape
         c = _centers_tensor(centers, dev)
         if out is None:
             out = torch.empty((len(which), h, w), device=dev)
@@ -155,14 +167,62 @@ def bubbled_batch(spec, images, image_index, centers, *, rng=None, bands=None,
                 torch.addcmul(bg[idx][:, None, None], m, diff[idx], out=out[s:e])
             out[s:e].clamp_(0.0, 1.0)
         return out
-    masks = bubbles.render_masks(spec, centers)
-    host = images.cpu().numpy()
-    stims = np.empty((len(masks),) + spec.shape, np.float32)
-    for i, j in enumerate(which):
-        stims[i] = bubbles.bubble_stimuli(host[j], spec, masks[i:i + 1],
-                                          bands=None if bands is None else bands[j],
-                                          rng=rng)[0]
-    return torch.from_numpy(stims).to(dev)
+
+    def _numpy(self, which, centers, trials):
+        """bubbles.render_masks + bubbles.bubble_stimuli, one call per image shown."""
+        spec = self.spec
+        if trials is not None:
+            trials = np.asarray(trials)
+            if trials.shape != which.shape:
+                raise ValueError(f"trials must give one index per stimulus ({len(which)}), "
+                                 f"got {trials.shape}")
+        masks = bubbles.render_masks(spec, centers)
+        stims = np.empty((len(masks),) + spec.shape, np.float32)
+        for j in np.unique(which):
+            sel = np.flatnonzero(which == j)
+            stims[sel] = bubbles.bubble_stimuli(
+                self.host[j], spec, masks[sel],
+                bands=None if self.bands is None else self.bands[j], seed=self.seed,
+                trials=None if trials is None else trials[sel].tolist())
+        return torch.from_numpy(stims).to(self.device)
+
+
+def bubbled_batch(spec, images, image_index, centers, *, seed=None, trials=None, bands=None,
+                  out=None) -> torch.Tensor:
+    """Bubbled stimuli for a batch of trials, on the device, as a session makes them.
+
+    ``stim = bg + mask * (image - bg)`` (:func:`bubbles.apply_bubbles`), with bg the
+    image's mean or the spec's grey level. On the torch path the masks of a few trials
+    at a time are rendered into a small buffer and composed straight into the output,
+    so each stimulus is written to memory once. Other specs go through
+    :func:`bubbles.bubble_stimuli` (one call per image of the batch).
+
+    Parameters
+    ----------
+    spec : BubbleSpec
+    images : torch.Tensor (n_images, H, W) on the device
+    image_index : array of int (b,)
+        Which image each trial shows.
+    centers : array (b, k, 2) or list per band
+    seed : int, optional
+        The run's mask seed; with ``trials``, needed for ``background='noise'``: trial
+        ``t``'s noise is ``bubbles.noise_background(image, seed, [t])``, as in a session.
+    trials : array of int (b,), optional
+        The trial index of each stimulus (for the noise background).
+    bands : list of arrays, optional
+        :func:`bubbles.laplacian_bands` per image for multi-scale specs (computed when
+        not given).
+    out : torch.Tensor, optional
+        float32 buffer with at least ``b`` rows of ``(H, W)`` to write into (a probe
+        reuses one buffer for every batch; fresh memory costs page faults).
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(b, H, W)`` in [0, 1] (a view of ``out`` when given, torch path).
+    """
+    return _Composer(spec, images, bands=bands, seed=seed)(image_index, centers,
+                                                           trials=trials, out=out)
 
 
 def _slice_centers(centers, start, stop):
@@ -177,11 +237,13 @@ def diagnostic_images(model, layer, images, spec, n_masks, seed, units=None,
     """Diagnostic images of network units from the human session's bubbles.
 
     Trial ``t`` (``0 <= t < n_masks``) shows ``images[t % n_images]`` through the mask
-    of ``sample_centers(spec, seed, [t])`` on the spec's background; the selected units
-    of ``layer`` are recorded for all trials of a batch in one forward pass that stops
-    after ``layer``. With several images, each unit's responses are centred per image
-    (the image's own mean activation is not a property of the masks). The responses go
-    to :func:`analysis.classification_image` like a person's.
+    of ``sample_centers(spec, seed, [t])`` on the spec's background (a noise background
+    is ``bubbles.noise_background(image, seed, [t])``, the field of a session's trial
+    ``t`` with that seed, so every trial is regenerable from ``(seed, t)``); the
+    selected units of ``layer`` are recorded for all trials of a batch in one forward
+    pass that stops after ``layer``. With several images, each unit's responses are
+    centred per image (the image's own mean activation is not a property of the
+    masks). The responses go to :func:`analysis.classification_image` like a person's.
 
     Parameters
     ----------
@@ -256,9 +318,7 @@ def diagnostic_images(model, layer, images, spec, n_masks, seed, units=None,
     timg = torch.from_numpy(imgs).to(dev)
     centers = sample_centers(spec, seed, n_masks)
     which = np.arange(n_masks) % n_img
-    bands = ([bubbles.laplacian_bands(im, spec.n_bands) for im in imgs]
-             if spec.multiscale else None)
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(2 ** 31,)))
+    compose = _Composer(spec, timg, seed=seed)       # per-image constants, once
     full = rec(timg)[name] if response == "perturbation" else None
 
     chunks = []
@@ -267,9 +327,8 @@ def diagnostic_images(model, layer, images, spec, n_masks, seed, units=None,
     for start in tqdm(range(0, n_masks, batch_size), disable=not progress,
                       desc=f"bubbles probe {name}", unit="batch"):
         stop = min(n_masks, start + batch_size)
-        stim = bubbled_batch(spec, timg, which[start:stop],
-                             _slice_centers(centers, start, stop), rng=rng, bands=bands,
-                             out=buffer)
+        stim = compose(which[start:stop], _slice_centers(centers, start, stop),
+                       trials=np.arange(start, stop), out=buffer)
         r = rec(stim)[name]
         if full is not None:
             r = (r - full[torch.as_tensor(which[start:stop], device=dev)]).abs()

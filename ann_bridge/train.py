@@ -99,12 +99,15 @@ def prepare_faces(n_identities, seed, *, input_size=64, bands=True):
 
 
 def _render(centers, weights, sigmas, h, w):
-    """Masks (b, H, W) from centres (b, k, 2), weights (b, k), sigma per (b, k)."""
-    rows = torch.arange(h, dtype=torch.float32)
-    cols = torch.arange(w, dtype=torch.float32)
-    scale = -0.5 / sigmas[..., None] ** 2
-    fy = torch.exp((rows - centers[..., 0:1]) ** 2 * scale) * weights[..., None]
-    fx = torch.exp((cols - centers[..., 1:2]) ** 2 * scale)
+    """Masks (b, H, W) from centres (b, k, 2), weights (b, k), sigma per (b, k).
+
+    The Gaussian profiles are the probe's (:func:`ann_bridge.probe.gaussian_profiles`);
+    a weight of 0 drops a padded bubble (counts vary from sample to sample).
+    """
+    from .probe import gaussian_profiles
+
+    fy, fx = gaussian_profiles(centers, -0.5 / sigmas[..., None] ** 2, h, w)
+    fy = fy * weights[..., None]
     return torch.bmm(fy.transpose(1, 2), fx).clamp_(max=1.0)
 
 
@@ -145,6 +148,10 @@ def augment(images, bands, gen, *, scale=4.0, p_full=0.2, p_single=0.4):
     if n2:
         total = torch.exp(torch.empty(n2).uniform_(math.log(5), math.log(600), generator=gen))
         sig = torch.tensor([FINEST_SIGMA * 2.0 ** j for j in range(N_BANDS)])
+        # BubbleSpec.n_per_band's shares (1 / sigma**2), but the total here is a random
+        # real per sample, split by stochastic rounding (draws from gen), not by
+        # n_per_band's largest remainder of an integer: using n_per_band would change
+        # the augmentation stream and so the shipped weights.
         share = (1 / sig ** 2) / (1 / sig ** 2).sum()
         counts = torch.floor(total[:, None] * share[None] + torch.rand(n2, N_BANDS, generator=gen))
         stim = bands[multi][:, -1].clone()

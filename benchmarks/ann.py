@@ -33,7 +33,7 @@ from torch import nn
 
 from analysis import classification_image
 from ann_bridge import diagnostic_images, load_default_model
-from ann_bridge.probe import bubbled_batch
+from ann_bridge.probe import _Composer, bubbled_batch
 from ann_bridge.record import UnitRecorder
 from bubbles import BubbleSpec, sample_centers
 from bubbles.faces import face_set
@@ -128,9 +128,10 @@ def main(argv=None):
     rec = UnitRecorder(model, args.layer, device=dev)
     buf = torch.empty((bs, 256, 256), device=dev)
 
-    def masks_only():
+    def masks_only():                       # as the probe does: constants made once
+        compose = _Composer(spec, timg, seed=seed)
         for i in range(0, n, bs):
-            bubbled_batch(spec, timg, which[i:i + bs], centers[i:i + bs], out=buf)
+            compose(which[i:i + bs], centers[i:i + bs], out=buf)
 
     t_masks, _ = timed(masks_only, args.repeats, dev)
     t_ci, _ = timed(lambda: classification_image(spec, centers, bare_resp, progress=False),

@@ -31,15 +31,15 @@ def test_probe_command_multiscale_and_existing_outputs(tmp_path, capsys):
     ci = DiagnosticImage.load(tmp_path / "probe_features_relu1")
     assert ci.z.shape == (2, 2, 64, 64)
     assert (tmp_path / "probe_features_relu1.png").is_file()
-    assert main(args) == 2
+    assert main(args) == 1                              # data error: outputs exist
     assert "exists; use --force" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
     assert main(["probe", "--layer", "features.relu1", "--units", "a:b", "--n-masks", "4",
-                 "--out", str(tmp_path / "x"), *FACES]) == 2
-    assert "--units must be" in capsys.readouterr().err
+                 "--out", str(tmp_path / "x"), *FACES]) == 2      # usage error
+    assert "argument --units: must be 'all'" in capsys.readouterr().err
     assert main(["probe", "--layer", "features.relu1", "--position", "3", "--n-masks", "4",
                  "--out", str(tmp_path / "x"), *FACES]) == 2
-    assert "--position must be 'row,col'" in capsys.readouterr().err
+    assert "argument --position: must be 'row,col'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method, extra", [
@@ -63,13 +63,16 @@ def test_attribute_command(tmp_path, method, extra):
 
 
 def test_errors_name_the_option(tmp_path, capsys):
+    """Data errors exit 1 (as elsewhere in the toolkit), usage errors 2 (argparse)."""
     rc = main(["probe", "--layer", "nope", "--n-masks", "10", "--out", str(tmp_path), *FACES])
-    assert rc == 2
+    assert rc == 1
     assert "layer must be one of" in capsys.readouterr().err
     rc = main(["attribute", "--method", "saliency", "--stimulus", "id99_sad",
                "--out", str(tmp_path), *FACES])
-    assert rc == 2
+    assert rc == 1
     assert "--stimulus must name stimuli" in capsys.readouterr().err
+    assert main(["--list-layers", "--model", str(tmp_path / "none.pt")]) == 1
+    assert "not found" in capsys.readouterr().err
 
 
 def test_list_layers(capsys):
@@ -91,7 +94,7 @@ def test_help_and_bad_options_return_codes(capsys):
     assert main(["probe"]) == 2                       # --layer, --n-masks, --out missing
     assert "required" in capsys.readouterr().err
     assert main(["probe", "--model", "nosuchmod:build", "--layer", "x", "--n-masks", "4",
-                 "--out", "unused"]) == 2
+                 "--out", "unused"]) == 1
     assert "cannot build the model" in capsys.readouterr().err
 
 
@@ -101,3 +104,90 @@ def test_dispatch_through_bubbles_command(tmp_path):
     assert bubbles_main(["ann", "attribute", "--method", "saliency", "--stimulus",
                          "id00_happy", "--out", str(tmp_path), *FACES]) == 0
     assert (tmp_path / "saliency_id00_happy.npz").is_file()
+
+
+def test_train_refuses_existing_outputs_and_the_embedded_weights(tmp_path, capsys,
+                                                                  monkeypatch):
+    """``train`` checks --out before training: existing outputs need --force, and so does
+    the folder of the embedded weights (which it would overwrite)."""
+    import ann_bridge.train
+    from ann_bridge.model import DEFAULT_CHECKSUM, DEFAULT_WEIGHTS, ExpressionCNN, sha256
+    from ann_bridge.train import TrainResult
+
+    calls, allowed = [], []
+
+    def fake_train(**kw):
+        if not allowed:       # fail before anything is written (never touch data/)
+            pytest.fail("train ran although --out had to be refused")
+        calls.append(kw)
+        metrics = {"heldout_seed0_accuracy": 1.0, "heldout_seed2_accuracy": 1.0,
+                   "bubbled_accuracy": {}, "train_seconds": 0.0, "threads": 1,
+                   "data_seconds": 0.0, "fit_seconds": 0.0}
+        return TrainResult(ExpressionCNN(), metrics)
+
+    monkeypatch.setattr(ann_bridge.train, "train", fake_train)
+    before = sha256(DEFAULT_WEIGHTS), DEFAULT_CHECKSUM.read_text()
+    for out in (DEFAULT_WEIGHTS.parent, DEFAULT_WEIGHTS.parent / "." / "."):
+        assert main(["train", "--out", str(out), "--quiet"]) == 1
+        assert "folder of the embedded weights" in capsys.readouterr().err
+    assert calls == [] and (sha256(DEFAULT_WEIGHTS), DEFAULT_CHECKSUM.read_text()) == before
+
+    (tmp_path / "metrics.json").write_text("{}")
+    assert main(["train", "--out", str(tmp_path), "--quiet"]) == 1
+    assert "metrics.json exists; use --force" in capsys.readouterr().err
+    assert calls == [] and (tmp_path / "metrics.json").read_text() == "{}"
+    allowed.append(True)
+    assert main(["train", "--out", str(tmp_path), "--quiet", "--force"]) == 0
+    assert len(calls) == 1 and (tmp_path / "expression_cnn.pt").is_file()
+    assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == 1
+    assert main(["train", "--out", str(tmp_path / "new"), "--quiet"]) == 0   # fresh folder
+
+
+def test_figures_do_not_use_pyplot(tmp_path, monkeypatch):
+    """Figures are drawn on a Figure with the Agg canvas (as analysis.figures does): no
+    pyplot global state, no matplotlib.use() at call time."""
+    import sys
+
+    import matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)   # import would fail
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("matplotlib.use"))
+    assert main(["attribute", "--method", "occlusion", "--stimulus", "id00_happy",
+                 "--occluder", "16", "--out", str(tmp_path), *FACES]) == 0
+    assert main(["probe", "--layer", "features.relu2", "--units", "0:3", "--n-masks", "8",
+                 "--sigma", "4", "--n-bubbles", "5", "--out", str(tmp_path), *FACES]) == 0
+    assert (tmp_path / "occlusion_id00_happy.png").stat().st_size > 1000
+    assert (tmp_path / "probe_features_relu2.png").stat().st_size > 1000
+
+
+def test_attribute_builds_faces_once_and_names_targets_without_extra_passes(
+        tmp_path, monkeypatch):
+    """The default faces (one per expression) come from one face_set; the targets are
+    resolved by one forward pass that the method and the target names share."""
+    import bubbles.faces
+    import ann_bridge.cli as cli
+    from ann_bridge.model import load_default_model
+
+    built = []
+    real_face_set = bubbles.faces.face_set
+    monkeypatch.setattr(bubbles.faces, "face_set",
+                        lambda *a, **k: built.append(a) or real_face_set(*a, **k))
+    passes = []
+    model = load_default_model()
+    model.register_forward_pre_hook(lambda m, x: passes.append(x[0].shape[0]))
+    monkeypatch.setattr(cli, "load_any_model", lambda spec, device="cpu": model)
+    assert main(["attribute", "--method", "saliency", "--out", str(tmp_path), *FACES]) == 0
+    assert len(built) == 1
+    # one pass resolves the predicted classes, one forward (+ backward) is the saliency
+    assert passes == [3, 3]
+    meta = json.loads((tmp_path / "saliency_id00_neutral.json").read_text())
+    (name,) = meta["info"]["targets"]
+    assert name.split(": ")[0] == "predicted class" and name.split(": ")[1] in model.classes
+
+    passes.clear()
+    assert main(["attribute", "--method", "saliency", "--layer", "features.conv3",
+                 "--units", "1:3", "--stimulus", "id00_happy", "--out",
+                 str(tmp_path / "l"), *FACES]) == 0
+    assert len(passes) == 3          # resolving the 2 units + one gradient pass per unit
+    meta = json.loads((tmp_path / "l" / "saliency_id00_happy.json").read_text())
+    assert meta["info"]["targets"] == ["features.conv3:ch1", "features.conv3:ch2"]

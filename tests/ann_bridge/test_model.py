@@ -84,3 +84,25 @@ def test_probe_of_embedded_model_finds_facial_features():
     for z in ci.z:
         assert z.max() > 4
         assert features[np.unravel_index(np.argmax(z), z.shape)]
+
+
+def test_save_model_info_plain_types(tmp_path):
+    """Checkpoint info goes through analysis.diagnostic.to_jsonable: numpy numbers and
+    arrays, tuples and paths become JSON types (not their str), readable with
+    weights_only=True."""
+    from pathlib import Path
+
+    info = {"acc": np.float32(0.5), "n": np.int64(3), "arr": np.arange(3),
+            "pair": (1, 2), "path": Path("x") / "y", "ok": np.bool_(True)}
+    model = load_model(save_model(ExpressionCNN(), tmp_path / "m.pt", info=info))
+    assert model.info == {"acc": 0.5, "n": 3, "arr": [0, 1, 2], "pair": [1, 2],
+                          "path": str(Path("x") / "y"), "ok": True}
+
+
+def test_resaving_the_embedded_model_is_byte_identical(tmp_path):
+    """save_model writes the shipped checkpoint byte for byte from its weights and info
+    (what `bubbles ann train` reproduces): the info conversion does not change the file."""
+    model = load_default_model()
+    path = save_model(model, tmp_path / "expression_cnn.pt", info=model.info)
+    assert sha256(path) == sha256(DEFAULT_WEIGHTS)
+    assert path.with_suffix(".sha256").read_text() == DEFAULT_CHECKSUM.read_text()

