@@ -574,6 +574,10 @@ def _run(args, out):
     a, b = load_image(args.a), load_image(args.b)
     trials = None
     source = args.trials or (a.info or {}).get("session")
+    if not source:
+        warnings.warn(f"{args.a} records no session: no noise ceiling or p-value (pass "
+                      "--trials SESSION.csv, or run 'bubbles analyze' again to write "
+                      "its ci.json record)", stacklevel=2)
     if source:
         from .trials import TrialTable
         trials = TrialTable.read(source)
@@ -636,7 +640,7 @@ def main(argv=None) -> int:
             res = _run(args, out)
     except (ValueError, FileNotFoundError) as exc:
         print(f"bubbles compare: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     finally:
         for w in caught:
             if issubclass(w.category, UserWarning):

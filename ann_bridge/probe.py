@@ -238,8 +238,9 @@ def diagnostic_images(model, layer, images, spec, n_masks, seed, units=None,
 
     Trial ``t`` (``0 <= t < n_masks``) shows ``images[t % n_images]`` through the mask
     of ``sample_centers(spec, seed, [t])`` on the spec's background (a noise background
-    is ``bubbles.noise_background(image, seed, [t])``, the field of a session's trial
-    ``t`` with that seed, so every trial is regenerable from ``(seed, t)``); the
+    is ``bubbles.noise_background(image, seed, [t])``, drawn the way a session draws
+    its trial ``t`` with that mask seed, so every trial is regenerable from
+    ``(seed, t)``); the
     selected units of ``layer`` are recorded for all trials of a batch in one forward
     pass that stops after ``layer``. With several images, each unit's responses are
     centred per image (the image's own mean activation is not a property of the

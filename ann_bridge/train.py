@@ -193,7 +193,8 @@ def bubbled_accuracy(model, stimulus_set, spec, n_trials, seed=0) -> float:
     which = np.arange(n_trials) % len(images)
     bands = ([laplacian_bands(im, spec.n_bands) for im in images]
              if spec.multiscale else [None] * len(images))
-    stims = np.stack([bubble_stimuli(images[j], spec, masks[t:t + 1], bands=bands[j])[0]
+    stims = np.stack([bubble_stimuli(images[j], spec, masks[t:t + 1], bands=bands[j],
+                                     seed=seed, trials=[t])[0]
                       for t, j in enumerate(which)])
     return evaluate(model, stims, labels[which])
 

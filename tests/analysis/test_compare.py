@@ -168,7 +168,7 @@ def test_command_line(tmp_path, capsys):
     assert main(again) == 1 and "use --force" in capsys.readouterr().err
     assert main(again + ["--force"]) == 0
     rc = main([str(tmp_path / "nothing"), str(tmp_path / "model"), "--out", str(tmp_path)])
-    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert rc == 1 and "not found" in capsys.readouterr().err
 
 
 def test_no_torch_import():
@@ -294,7 +294,7 @@ def test_load_image_rejects_a_damaged_json(tmp_path):
     with pytest.raises(ValueError, match="cannot read the diagnostic image"):
         load_image(tmp_path / "ci")
     rc = main([str(tmp_path / "ci"), str(tmp_path / "ci.npz"), "--out", str(tmp_path / "o")])
-    assert rc == 2
+    assert rc == 1
     (tmp_path / "ci.json").write_text('{"format": "something.else"}')   # not ours
     assert load_image(tmp_path / "ci.npz").method == "unknown"
 
@@ -313,3 +313,12 @@ def test_compare_figure_draws_with_the_figures_helper(monkeypatch):
     figure({"human": np.zeros((8, 8)), "saliency": np.ones((2, 8, 8))},
            background=np.full((8, 8), 0.5))
     assert drawn == [(8, 8), (8, 8)]
+
+
+def test_a_map_without_its_session_warns_that_there_is_no_ceiling(tmp_path, capsys):
+    z = np.random.default_rng(0).normal(size=(16, 16))
+    np.savez(tmp_path / "a.npz", z=z)
+    np.savez(tmp_path / "b.npz", z=z + 0.1)
+    assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "records no session: no noise ceiling" in capsys.readouterr().err
