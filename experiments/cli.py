@@ -35,7 +35,8 @@ def build_parser():
     p.add_argument("--config", metavar="FILE",
                    help="TOML configuration (default: experiments/expression_task.toml)")
     p.add_argument("--participant", metavar="ID",
-                   help="participant id (asked in a dialog when left out)")
+                   help="participant id, a BIDS label: letters and digits only "
+                        "(asked in a dialog when left out)")
     p.add_argument("--session", metavar="N", type=int, default=None,
                    help="session number (default 1)")
     p.add_argument("--data-dir", metavar="DIR", default="data",
@@ -84,9 +85,12 @@ def ask_participant(session=1):
     Raises
     ------
     ValueError
-        The session typed is not an integer >= 0.
+        The participant typed is not a BIDS label (letters and digits only), or the
+        session typed is not an integer >= 0.
     """
     from psychopy import gui
+
+    from .datafile import validate_participant
 
     info = {"participant": "", "session": session}
     dlg = gui.DlgFromDict(info, title="bubbles run", sortKeys=False)
@@ -98,7 +102,7 @@ def ask_participant(session=1):
         number = -1
     if number < 0:
         raise ValueError(f"session must be an integer >= 0, got {info['session']!r}")
-    return str(info["participant"]).strip(), number
+    return validate_participant(info["participant"], name="participant (dialog)"), number
 
 
 def _display_missing():
@@ -118,6 +122,7 @@ def run(argv=None):
         return int(exc.code or 0)
 
     from .config import ConfigError, load_config
+    from .datafile import validate_participant
     from .session import Session
 
     noise = args.decision_noise
@@ -133,6 +138,13 @@ def run(argv=None):
         print(f"bubbles run: --session must be an integer >= 0, got {args.session}",
               file=sys.stderr)
         return 2
+    if args.participant is not None and not args.resume:
+        try:   # a BIDS label: letters and digits only (checked before anything opens)
+            args.participant = validate_participant(args.participant,
+                                                    name="--participant")
+        except ValueError as err:
+            print(f"bubbles run: {err}", file=sys.stderr)
+            return 2
     if _display_missing():
         print("bubbles run: no display (DISPLAY is not set). Run under a virtual display: "
               'xvfb-run -a -s "-screen 0 1024x768x24" bubbles run ...', file=sys.stderr)

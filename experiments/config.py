@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import tomllib
 from pathlib import Path
 
@@ -247,8 +248,21 @@ def _set_dotted(cfg, dotted, value):
     node[parts[-1]] = value
 
 
+def _absolute_source(source, base_dir):
+    """``stimuli.source`` with a relative folder made absolute (from ``base_dir``);
+    ``"faces"`` and absolute folders unchanged."""
+    if not isinstance(source, str) or source == "faces" or os.path.isabs(source):
+        return source
+    return os.path.abspath(os.path.join(base_dir, source))
+
+
 def validate_config(cfg):
     """Check every key of a merged configuration; return a normalised deep copy.
+
+    A relative ``stimuli.source`` folder is made absolute from the working directory
+    (:func:`load_config` first makes one set in a file absolute from the file's
+    folder), so the sidecar records where the images were, whatever the directory a
+    resume or an analysis later runs in.
 
     Raises
     ------
@@ -264,6 +278,7 @@ def validate_config(cfg):
         if parts[-1] not in node:
             raise ConfigError(f"config key '{dotted}' is missing")
         node[parts[-1]] = check(dotted, node[parts[-1]])
+    cfg["stimuli"]["source"] = _absolute_source(cfg["stimuli"]["source"], os.getcwd())
     q, t = cfg["quest"], cfg["trials"]
     if q["max_bubbles"] <= q["min_bubbles"]:
         _fail("quest.max_bubbles", f"greater than quest.min_bubbles "
@@ -306,6 +321,9 @@ def load_config(path=None, overrides=None):
         Dotted keys to values applied last (the command line uses it):
         ``{"trials.main": 40, "window.fullscreen": False}``.
 
+    A relative folder in ``stimuli.source`` becomes an absolute path: relative to the
+    file's folder when the file sets it, else to the working directory (an override).
+
     Returns
     -------
     dict
@@ -319,6 +337,9 @@ def load_config(path=None, overrides=None):
     cfg = default_config()
     if path is not None:
         _merge(cfg, _read_toml(path))
+        # a folder named in the file is relative to the file, not to where it is run
+        cfg["stimuli"]["source"] = _absolute_source(cfg["stimuli"]["source"],
+                                                    Path(path).parent)
     for dotted, value in (overrides or {}).items():
         _set_dotted(cfg, dotted, value)
     return validate_config(cfg)

@@ -50,15 +50,24 @@ COLUMNS = ("participant", "session", "trial", "block", "stimulus_id", "identity"
 #: File name endings of a session's files: those analysis.trials.session_paths names,
 #: plus the PsychoPy log (written by experiments only).
 _SUFFIXES = tuple(p.name[len("x"):] for p in session_paths("x").values()) + (".log",)
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: A participant id is a BIDS label: ASCII letters and digits only, so that it is
+#: both a safe file name part and the ``sub-<id>`` of the BIDS copy unchanged (an id
+#: with '_', '-' or '.' would be stripped there, and 'P_01' and 'P01' would share
+#: ``sub-P01``).
+_SAFE_ID = re.compile(r"^[A-Za-z0-9]+$")
 
 
-def validate_participant(participant):
-    """Return ``participant`` as str, or raise if it cannot be part of a file name."""
+def validate_participant(participant, *, name="participant"):
+    """Return ``participant`` as str, or raise if it is not a BIDS label.
+
+    ``name`` is how the caller calls the parameter (``--participant`` on the command
+    line); the error names it and the allowed characters.
+    """
     pid = str(participant).strip()
     if not _SAFE_ID.match(pid):
-        raise ValueError("participant must start with a letter or digit and contain only "
-                         f"letters, digits, '_', '-' or '.', got {participant!r}")
+        raise ValueError(f"{name} must be a BIDS label: one or more letters and digits "
+                         f"only (A-Z, a-z, 0-9; no '_', '-', '.' or spaces), got "
+                         f"{participant!r}")
     return pid
 
 
@@ -240,8 +249,38 @@ def _damaged(path, lineno, problem):
                       f"(repair or remove that line by hand)")
 
 
-def _read_csv_rows(csv_path, dropped):
-    """Complete rows of the CSV and the byte size they take (header included)."""
+def _row_problem(values, trial, mask_seed):
+    """What is wrong with the values of a complete CSV row (None if nothing): the
+    columns a resume replays or continues from must hold what the session wrote."""
+    row = dict(zip(COLUMNS, values))
+    if row["trial"] != str(trial):
+        return f"has trial {row['trial']!r} where trial {trial} was expected"
+    if row["block"] not in ("practice", "main"):
+        return f"column 'block' is {row['block']!r}, expected 'practice' or 'main'"
+    if row["correct"] not in ("0", "1"):
+        return f"column 'correct' is {row['correct']!r}, expected 0 or 1"
+    if row["block"] == "main":
+        try:
+            ok = math.isfinite(float(row["quest_intensity"]))
+        except ValueError:
+            ok = False
+        if not ok:
+            return (f"column 'quest_intensity' is {row['quest_intensity']!r}, expected "
+                    f"a finite number (log10 of the bubbles shown) in a main-block row")
+    if row["mask_index"] != str(trial):
+        return (f"column 'mask_index' is {row['mask_index']!r}, expected {trial} (the "
+                f"trial number)")
+    if mask_seed is not None and row["mask_seed"] != str(mask_seed):
+        return (f"column 'mask_seed' is {row['mask_seed']!r}, expected {mask_seed} (the "
+                f"sidecar's seeds.mask_seed)")
+    return None
+
+
+def _read_csv_rows(csv_path, dropped, mask_seed=None):
+    """Complete rows of the CSV and the byte size they take (header included).
+
+    Every complete row is checked (:func:`_row_problem`): a bad one raises, naming the
+    line and the column, before anything is cut."""
     lines, tail = _split_lines(csv_path)
     if tail:
         dropped.append(f"dropped half-written last line of {csv_path.name}: "
@@ -270,16 +309,15 @@ def _read_csv_rows(csv_path, dropped):
                                f"{raw.decode('utf-8', errors='replace')!r}")
                 break
             raise _damaged(csv_path, i + 1, problem)
-        if values[COLUMNS.index("trial")] != str(len(rows)):   # a complete row
-            raise _damaged(csv_path, i + 1, f"has trial "
-                           f"{values[COLUMNS.index('trial')]!r} where trial {len(rows)} "
-                           f"was expected")
+        problem = _row_problem(values, len(rows), mask_seed)   # a complete row
+        if problem is not None:
+            raise _damaged(csv_path, i + 1, problem)
         rows.append(dict(zip(COLUMNS, values)))
         size += len(raw)
     return rows, size
 
 
-def _read_centers(centers_path, n_rows, dropped):
+def _read_centers(centers_path, n_rows, dropped, mask_seed=None):
     """One centres record per CSV row, and the byte size they take."""
     lines, tail = _split_lines(centers_path)
     if tail:
@@ -303,6 +341,12 @@ def _read_centers(centers_path, n_rows, dropped):
             got = rec.get("trial") if isinstance(rec, dict) else rec
             raise _damaged(centers_path, i + 1, f"has trial {got!r} where trial "
                            f"{len(records)} was expected")
+        if len(records) < n_rows and (rec.get("mask_index") != len(records) or (
+                mask_seed is not None and rec.get("mask_seed") != mask_seed)):
+            raise _damaged(centers_path, i + 1, f"has mask_seed "
+                           f"{rec.get('mask_seed')!r} and mask_index "
+                           f"{rec.get('mask_index')!r} where {mask_seed} (the sidecar's "
+                           f"seeds.mask_seed) and {len(records)} were expected")
         if len(records) == n_rows:
             # the trial was cut short between its centres and its CSV row: at most
             # one such record, and only at the end
@@ -323,8 +367,11 @@ def open_for_resume(path, *, repair=True):
     Only damage a crash can leave is repaired: a half-written (or unparsable) *last*
     line of the CSV or of the centres file, and a centres record whose CSV row never
     got written. Damage anywhere else raises, naming the file and line, and changes
-    nothing. Every file that is cut is first copied to ``<file>.bak`` (``.bak-2`` ...
-    when that exists).
+    nothing; so does a complete row whose ``trial``, ``block``, ``correct``,
+    ``quest_intensity`` (main block), ``mask_index`` or ``mask_seed`` (the sidecar's)
+    is not what the session writes (the error names the column), since the resume
+    replays those rows into QUEST. Every file that is cut is first copied to
+    ``<file>.bak`` (``.bak-2`` ... when that exists).
 
     Parameters
     ----------
@@ -365,9 +412,15 @@ def open_for_resume(path, *, repair=True):
     if meta.get("version") != SESSION_VERSION:
         raise ValueError(f"cannot resume: {str(sidecar)!r} has session format version "
                          f"{meta.get('version')!r}; this toolkit writes {SESSION_VERSION}")
+    try:
+        mask_seed = int(meta["seeds"]["mask_seed"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"cannot resume: the sidecar {str(sidecar)!r} lacks or garbles "
+                         f"seeds.mask_seed") from None
     dropped = []
-    rows, csv_size = _read_csv_rows(csv_path, dropped)
-    records, centers_size = _read_centers(centers_path, len(rows), dropped)
+    rows, csv_size = _read_csv_rows(csv_path, dropped, mask_seed)
+    records, centers_size = _read_centers(centers_path, len(rows), dropped,
+                                          mask_seed)
     if len(records) < len(rows):
         raise ValueError(f"{str(centers_path)!r} has {len(records)} trials but "
                          f"{str(csv_path)!r} has {len(rows)}: the centres of trial "
@@ -445,7 +498,10 @@ def export_bids(csv_path, bids_root, participant, exp_name, *, session=1, meta=N
     """
     if isinstance(session, bool) or not isinstance(session, int) or session < 0:
         raise ValueError(f"session must be an integer >= 0, got {session!r}")
-    sub, task, ses = _bids_label(participant), _bids_label(exp_name), f"ses-{session}"
+    # the participant is used as the BIDS label unchanged (never stripped: 'P_01'
+    # would become the 'P01' of another participant)
+    sub = validate_participant(participant)
+    task, ses = _bids_label(exp_name), f"ses-{session}"
     folder = Path(bids_root) / f"sub-{sub}" / ses / "beh"
     folder.mkdir(parents=True, exist_ok=True)
     source = Path(csv_path).name

@@ -44,7 +44,7 @@ from .config import validate_config
 from .presenter import HeadlessPresenter, WindowPresenter
 from .responders import make_responder
 
-__all__ = ["SessionResult", "Session", "make_quest", "run_session"]
+__all__ = ["SessionResult", "Session", "make_quest", "responder_seed", "run_session"]
 
 
 class _Quit(Exception):
@@ -76,6 +76,13 @@ def make_quest(cfg, n_choices, n_trials):
         autoLog=False)
 
 
+def responder_seed(order_seed, mask_seed, first_trial):
+    """Seed of a simulated observer's noise for the run that starts at ``first_trial``
+    (0 for a new session): one stream per participant, session and run."""
+    return int(np.random.SeedSequence(
+        [int(order_seed), int(mask_seed), int(first_trial)]).generate_state(1)[0])
+
+
 def _versions():
     import bubbles
 
@@ -97,7 +104,7 @@ class Session:
     cfg : dict
         Validated configuration (:func:`experiments.config.load_config`).
     participant : str
-        Participant id (letters, digits, '_', '-', '.').
+        Participant id: a BIDS label, letters and digits only.
     session : int
         Session number.
     data_dir : str or Path
@@ -360,9 +367,12 @@ class Session:
         if cls is None:
             raise ValueError(f"presenter must be 'window' or 'headless', got {kind!r}")
         # the responder and the window first: if either cannot start, nothing is written.
-        # A simulated observer's noise is seeded per participant and session.
-        self.responder_seed = int(np.random.SeedSequence(
-            [self.order_seed, self.mask_seed]).generate_state(1)[0])
+        # A simulated observer's noise is seeded per participant, session and run: the
+        # first trial of this run is known before any file is touched (a resume
+        # continues after the recorded rows, which the repair never shortens), so a
+        # resumed run draws fresh noise instead of replaying the first run's.
+        first = len(self.state.rows) if self.state is not None else 0
+        self.responder_seed = responder_seed(self.order_seed, self.mask_seed, first)
         self.responder = self._responder or make_responder(
             self.simulate, stimuli=self.stimuli, labels=self.labels, cfg=self.cfg,
             seed=self.responder_seed, decision_noise=self.decision_noise)
@@ -383,6 +393,7 @@ class Session:
             "started": datetime.now().isoformat(timespec="seconds"),
             "first_trial": self.start, "simulate": self.simulate,
             "decision_noise": self.decision_noise,
+            "responder_seed": self.responder_seed if self._responder is None else None,
             "monitor": self.presenter.monitor_info, "versions": _versions(),
             "dropped_on_resume": list(self.state.dropped) if self.state else [],
             "backups": [str(x) for x in self.state.backups] if self.state else []})

@@ -33,10 +33,20 @@ def test_bad_config_fails_clearly(tmp_path, capsys, monkeypatch):
     assert "cannot resume" in capsys.readouterr().err
 
 
-def test_bad_participant_fails_clearly(capsys, monkeypatch, fast_cfg):
+@pytest.mark.parametrize("pid", ["../x", "P_01", "P-01", "P.01"])
+def test_bad_participant_fails_clearly(capsys, monkeypatch, tmp_path, pid):
+    import experiments.session
+
     monkeypatch.setenv("DISPLAY", ":99")
-    assert cli.run(["--participant", "../x", "--trials", "1"]) == 1
-    assert "participant must start with a letter or digit" in capsys.readouterr().err
+    made = []
+    monkeypatch.setattr(experiments.session, "Session",
+                        lambda *a, **k: made.append(a) or pytest.fail("session started"))
+    data = tmp_path / "data"
+    assert cli.run(["--participant", pid, "--trials", "1", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert (f"--participant must be a BIDS label: one or more letters and digits only "
+            f"(A-Z, a-z, 0-9; no '_', '-', '.' or spaces), got '{pid}'") in err
+    assert made == [] and not data.exists()
 
 
 @pytest.fixture
@@ -85,6 +95,12 @@ def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, monkeypatch)
     dialog["answer"] = {"participant": "P42", "session": "three"}
     assert cli.run(["--data-dir", str(tmp_path)]) == 1
     assert "session must be an integer >= 0, got 'three'" in capsys.readouterr().err
+    made.clear()
+    dialog["answer"] = {"participant": "P_42", "session": "3"}   # would be sub-P42
+    assert cli.run(["--data-dir", str(tmp_path)]) == 1
+    assert ("participant (dialog) must be a BIDS label: one or more letters and digits "
+            "only") in capsys.readouterr().err
+    assert made == {}
 
 
 def test_session_zero_is_kept_and_negative_sessions_refused(tmp_path, capsys,

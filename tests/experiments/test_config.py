@@ -1,5 +1,8 @@
 """Configuration loading and validation: bad values fail naming the key."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from experiments.config import (DEFAULT_CONFIG, ConfigError, default_config, load_config,
@@ -100,3 +103,52 @@ def test_bubble_choices_are_those_of_bubblespec(monkeypatch):
         with pytest.raises(ConfigError, match=rf"'bubbles\.{key}' must be one of "
                                               rf"{list(allowed)}".replace("[", "\\[")):
             load_config(overrides={f"bubbles.{key}": "nope"})
+
+
+def test_a_relative_source_folder_becomes_absolute(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "task.toml").write_text('[stimuli]\nsource = "images/set"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # set in a file: relative to the file's folder, not the working directory
+    cfg = load_config(conf / "task.toml")
+    assert cfg["stimuli"]["source"] == str(conf / "images" / "set")
+    cfg = load_config(Path("..") / "conf" / "task.toml")        # a relative file path
+    assert cfg["stimuli"]["source"] == str(conf / "images" / "set")
+    # an override (or a hand-made config): relative to the working directory
+    cfg = load_config(conf / "task.toml", {"stimuli.source": "other"})
+    assert cfg["stimuli"]["source"] == str(elsewhere / "other")
+    assert validate_config({**cfg, "stimuli": {**cfg["stimuli"], "source": "x/../y"}}
+                           )["stimuli"]["source"] == str(elsewhere / "y")
+    # the embedded faces and absolute folders are kept as given
+    assert load_config()["stimuli"]["source"] == "faces"
+    assert load_config(overrides={"stimuli.source": "/abs/set"})["stimuli"]["source"] \
+        == "/abs/set"
+
+
+def test_sidecar_records_an_absolute_source_and_resume_works_elsewhere(
+        tmp_path, monkeypatch, small_faces):
+    from experiments.responders import ScriptedResponder
+    from experiments.session import Session
+
+    small_faces.to_folder(tmp_path / "conf" / "images")
+    (tmp_path / "conf" / "task.toml").write_text('[stimuli]\nsource = "images"\n')
+    monkeypatch.chdir(tmp_path)
+    overrides = {"bubbles.sigma": 3.0, "bubbles.n_bubbles": 12, "bubbles.bands": 2,
+                 "trials.practice": 2, "trials.main": 6, "quest.start": 12,
+                 "quest.max_bubbles": 200}
+    cfg = load_config(Path("conf") / "task.toml", overrides)
+    answers = ["happy", "neutral", "happy", "escape"]
+    result = Session(cfg, "P01", data_dir=tmp_path / "data", presenter="headless",
+                     responder=ScriptedResponder(answers)).run()
+    assert result.escaped and result.n_trials == 3
+    meta = json.loads(Path(f"{result.stem}.json").read_text())
+    assert meta["config"]["stimuli"]["source"] == str(tmp_path / "conf" / "images")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)                 # a resume from another directory
+    again = Session(resume=result.stem, presenter="headless",
+                    responder=ScriptedResponder.random(1)).run()
+    assert again.completed and again.n_trials == 8

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -12,7 +13,7 @@ from experiments.datafile import COLUMNS, SessionFiles
 def _row(t):
     return {"participant": "P01", "session": 1, "trial": t, "block": "main",
             "stimulus_id": f"s{t}", "correct": t % 2, "rt": 0.5, "n_bubbles": 10,
-            "mask_seed": 3, "mask_index": t, "quest_intensity": None}
+            "mask_seed": 3, "mask_index": t, "quest_intensity": 1.0}
 
 
 def _centers(t):
@@ -22,7 +23,8 @@ def _centers(t):
 def _write(stem, n):
     files = SessionFiles(stem)
     files.write_sidecar({"format": datafile.SESSION_FORMAT,
-                         "version": datafile.SESSION_VERSION})
+                         "version": datafile.SESSION_VERSION,
+                         "seeds": {"order_seed": 2, "mask_seed": 3}})
     for t in range(n):
         files.write_trial(_row(t), _centers(t))
     return files
@@ -35,7 +37,7 @@ def test_rows_are_on_disk_as_soon_as_written(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["trial"] for r in rows] == ["0", "1", "2"]
     assert list(rows[0]) == list(COLUMNS)
-    assert rows[0]["quest_intensity"] == "" and rows[1]["correct"] == "1"
+    assert rows[0]["quest_intensity"] == "1.0" and rows[1]["correct"] == "1"
     lines = files.centers_path.read_text().splitlines()
     assert [json.loads(x)["trial"] for x in lines] == [0, 1, 2]
     files.close()
@@ -78,11 +80,25 @@ def test_a_second_session_the_same_minute_gets_new_names(fast_cfg, tmp_path,
                    "sub-P01_ses-1_task-bubblesexpressions_run-2_beh.tsv"]
 
 
-@pytest.mark.parametrize("pid", ["", "../x", "a/b", ".hidden", "a b"])
-def test_participant_ids_must_be_file_safe(pid):
-    with pytest.raises(ValueError, match=r"participant must start with a letter or "
-                                         r"digit"):
+@pytest.mark.parametrize("pid", ["", "../x", "a/b", ".hidden", "a b", "P_01", "P-01",
+                                 "P.01", "P01_", "é1"])
+def test_participant_ids_must_be_bids_labels(pid):
+    # 'P_01' and 'P01' would both become sub-P01 in the BIDS copy
+    with pytest.raises(ValueError, match=r"participant must be a BIDS label: one or more "
+                                         r"letters and digits only"):
         datafile.validate_participant(pid)
+    with pytest.raises(ValueError, match=r"^--participant must be a BIDS label"):
+        datafile.validate_participant(pid, name="--participant")
+    assert datafile.validate_participant(" P01 ") == "P01"
+    assert datafile.validate_participant("anna2") == "anna2"
+
+
+def test_session_refuses_a_non_bids_participant_before_writing(fast_cfg, tmp_path):
+    from experiments.session import Session
+
+    with pytest.raises(ValueError, match=r"participant must be a BIDS label"):
+        Session(fast_cfg, "P_01", data_dir=tmp_path, presenter="headless")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_drops_half_written_lines(tmp_path):
@@ -154,6 +170,69 @@ def test_resume_refuses_damage_before_the_last_line(tmp_path, which, bad_line):
     assert _snapshot(tmp_path) == before                     # later trials kept, no .bak
 
 
+@pytest.mark.parametrize("line, column, value, expected", [
+    (3, "correct", "", "expected 0 or 1"),
+    (4, "correct", "yes", "expected 0 or 1"),
+    (2, "quest_intensity", "", "expected a finite number"),
+    (6, "quest_intensity", "abc", "expected a finite number"),   # the last row
+    (5, "quest_intensity", "nan", "expected a finite number"),
+    (3, "mask_index", "7", "expected 1"),
+    (4, "mask_seed", "4", "expected 3 (the sidecar's seeds.mask_seed)"),
+    (2, "block", "mian", "expected 'practice' or 'main'"),
+])
+def test_resume_refuses_a_garbled_row_before_cutting(tmp_path, line, column, value,
+                                                     expected):
+    files = _write(tmp_path / "s", 5)
+    files.close()
+    lines = files.csv_path.read_text().splitlines(keepends=True)
+    fields = next(csv.reader([lines[line - 1]]))
+    fields[COLUMNS.index(column)] = value
+    lines[line - 1] = ",".join(fields) + "\n"
+    files.csv_path.write_text("".join(lines))
+    _torn(files, 5)                                   # a torn end that would be cut
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=rf"cannot resume: '.*s\.csv' line {line} column "
+                                         rf"'{column}' is {re.escape(repr(value))}, "
+                                         rf"{re.escape(expected)}.*nothing "
+                                         rf"was changed"):
+        datafile.open_for_resume(files.csv_path)
+    assert _snapshot(tmp_path) == before              # nothing cut, no .bak
+
+
+def test_resume_refuses_centres_of_another_mask_seed(tmp_path):
+    files = _write(tmp_path / "s", 3)
+    files.close()
+    lines = files.centers_path.read_text().splitlines(keepends=True)
+    lines[1] = json.dumps({**_centers(1), "mask_seed": 9}) + "\n"
+    files.centers_path.write_text("".join(lines))
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"s_centers\.jsonl' line 2 has mask_seed 9"):
+        datafile.open_for_resume(files.csv_path)
+    assert _snapshot(tmp_path) == before
+
+
+def test_session_resume_refuses_a_garbled_quest_row_before_repair(fast_cfg, tmp_path):
+    from experiments.responders import ScriptedResponder
+    from experiments.session import Session
+
+    answers = ["happy", "neutral", "happy", "neutral", "happy", "escape"]
+    result = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                     responder=ScriptedResponder(answers)).run()
+    assert result.escaped and result.n_trials == 5
+    csv_path = tmp_path / f"{result.stem.name}.csv"
+    lines = csv_path.read_text().splitlines(keepends=True)
+    fields = next(csv.reader([lines[4]]))                # trial 3, a main-block row
+    assert fields[COLUMNS.index("block")] == "main"
+    fields[COLUMNS.index("quest_intensity")] = ""
+    lines[4] = ",".join(fields) + "\n"
+    csv_path.write_text("".join(lines) + "P01,1,5,main,id0")   # and a torn last line
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"line 5 column 'quest_intensity' is ''"):
+        Session(resume=csv_path, presenter="headless",
+                responder=ScriptedResponder.random(0)).run()
+    assert _snapshot(tmp_path) == before                 # no cut, no .bak, no log
+
+
 def test_resume_drops_an_unparsable_last_line_only(tmp_path):
     files = _write(tmp_path / "s", 3)
     files.close()
@@ -205,9 +284,9 @@ def test_a_refused_resume_changes_nothing(fast_cfg, tmp_path):
 
 
 def test_bids_export_uses_na_and_sessions_and_never_overwrites(tmp_path):
-    files = _write(tmp_path / "P-01_exp", 2)
+    files = _write(tmp_path / "P01_exp", 2)
     files.close()
-    tsv, js = datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task",
+    tsv, js = datafile.export_bids(files.csv_path, tmp_path, "P01", "my_task",
                                    session=2)
     assert tsv == (tmp_path / "sub-P01" / "ses-2" / "beh"
                    / "sub-P01_ses-2_task-mytask_beh.tsv")
@@ -217,15 +296,18 @@ def test_bids_export_uses_na_and_sessions_and_never_overwrites(tmp_path):
     assert "n/a" in lines[1].split("\t")
     info = json.loads(js.read_text())
     assert info["TaskName"] == "mytask" and info["rt"]["Units"] == "s"
-    assert info["Source"] == "P-01_exp.csv"
-    other = _write(tmp_path / "P-01_exp_2", 1)               # another session CSV
+    assert info["Source"] == "P01_exp.csv"
+    other = _write(tmp_path / "P01_exp_2", 1)               # another session CSV
     other.close()
-    tsv2, _ = datafile.export_bids(other.csv_path, tmp_path, "P-01", "my_task",
+    tsv2, _ = datafile.export_bids(other.csv_path, tmp_path, "P01", "my_task",
                                    session=2)
     assert tsv2.name == "sub-P01_ses-2_task-mytask_run-2_beh.tsv"
     assert tsv.read_text().splitlines() == lines              # never overwritten
     with pytest.raises(ValueError, match=r"session must be an integer >= 0"):
-        datafile.export_bids(files.csv_path, tmp_path, "P-01", "my_task", session=-1)
+        datafile.export_bids(files.csv_path, tmp_path, "P01", "my_task", session=-1)
+    # a participant that is not a BIDS label would be merged with another one
+    with pytest.raises(ValueError, match=r"participant must be a BIDS label"):
+        datafile.export_bids(files.csv_path, tmp_path, "P_01", "my_task", session=2)
 
 
 def test_bids_copy_of_a_resumed_session_is_replaced_not_added(tmp_path):

@@ -235,3 +235,43 @@ def test_session_hands_the_template_observer_each_shown_images_mean(make_cfg, tm
     expected = [float(stimuli.images[i].mean(dtype=np.float64)) for i in shown]
     assert len(seen) == len(expected) == 8
     np.testing.assert_allclose(seen, expected, atol=1e-6)
+
+
+def test_a_resumed_simulation_draws_fresh_noise(fast_cfg, tmp_path, monkeypatch):
+    """The simulated observer's seed depends on the run's first trial: a resume does
+    not replay the noise of the first run (and a responder that cannot start on
+    resume still leaves the files untouched)."""
+    import json
+
+    import experiments.session as session_mod
+    from experiments.session import Session, responder_seed
+
+    seeds = []
+
+    def fake_make_responder(kind, *, seed, **kwargs):
+        seeds.append(seed)
+        if len(seeds) == 1:      # the first run stops after 3 trials
+            return ScriptedResponder(["happy", "neutral", "happy", "escape"])
+        if len(seeds) == 2:
+            raise RuntimeError("observer cannot start")
+        return ScriptedResponder.random(seed)
+
+    monkeypatch.setattr(session_mod, "make_responder", fake_make_responder)
+    first = Session(fast_cfg, "P01", data_dir=tmp_path, simulate="scripted",
+                    presenter="headless").run()
+    assert first.escaped and first.n_trials == 3
+    with open(f"{first.stem}.csv", "a") as f:
+        f.write("P01,1,3,main,id0")                      # a torn line to repair
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    with pytest.raises(RuntimeError, match="observer cannot start"):
+        Session(resume=first.stem, simulate="scripted", presenter="headless").run()
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*"))
+            if p.is_file()} == before                    # nothing cut, nothing written
+    again = Session(resume=first.stem, simulate="scripted", presenter="headless").run()
+    assert again.completed and again.n_trials == 8
+    meta = json.loads(open(f"{first.stem}.json").read())
+    order, mask = meta["seeds"]["order_seed"], meta["seeds"]["mask_seed"]
+    assert seeds[0] == responder_seed(order, mask, 0)
+    assert seeds[1] == seeds[2] == responder_seed(order, mask, 3)
+    assert seeds[0] != seeds[2]                          # fresh draws on resume
+    assert [r["responder_seed"] for r in meta["runs"]] == [seeds[0], seeds[2]]
