@@ -59,9 +59,7 @@ def noise_background(image, seed, trials):
     sd = np.float32(image.std())
     out = np.empty((len(trials),) + image.shape, np.float32)
     for i, t in enumerate(trials):
-        trial_rng(seed, t)                       # validates seed and t
-        rng = np.random.Generator(np.random.PCG64(
-            np.random.SeedSequence(int(seed), spawn_key=(int(t), 1))))
+        rng = trial_rng(seed, t, stream=1)
         out[i] = mean + sd * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(out, 0.0, 1.0, out=out)
 

@@ -83,14 +83,12 @@ def run_sessions(out_dir, *, trials, seed):
 
 
 def analyze_sessions(csvs, out_dir):
+    """Each session's main block into ``out_dir/<observer>/``."""
     from analysis.cli import analyze
 
-    dirs = {}
     for who, csv in csvs.items():
-        dirs[who] = Path(out_dir) / who
-        _check(analyze([str(csv), "--out", str(dirs[who]), "--block", "main", "--force"]),
-               f"bubbles analyze {csv}")
-    return dirs
+        _check(analyze([str(csv), "--out", str(Path(out_dir) / who), "--block", "main",
+                        "--force"]), f"bubbles analyze {csv}")
 
 
 def stat4ci(out_dir):
@@ -218,7 +216,7 @@ def main(argv=None):
         if missing:
             parser.error(f"no session of {missing} in {folders['session']}: "
                          f"run the 'session' step first")
-        analyses = analyze_sessions(csvs, folders["analysis"])
+        analyze_sessions(csvs, folders["analysis"])
         say("analysis", ", ".join(str(d / "ci.png") for d in analyses.values()))
     if "stat4ci" in steps:
         stat4ci(folders["stat4ci"])

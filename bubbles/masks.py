@@ -36,20 +36,23 @@ __all__ = ["sample_centers", "render_masks", "center_maps", "occlusion_positions
 _CHUNK_ELEMENTS = 2 ** 24      # elements of a (trials x bubbles x H x W) block, ~64 MB
 
 
-def trial_rng(seed, index):
+def trial_rng(seed, index, *, stream=None):
     """Generator for one trial (or mask) ``index`` of a seeded run.
 
     ``SeedSequence(seed, spawn_key=(index,))`` is exactly the ``index``-th child that
     ``SeedSequence(seed).spawn`` would give, so the stream of trial ``index`` depends on
-    nothing but ``(seed, index)``.
+    nothing but ``(seed, index)``. ``stream`` picks an independent grandchild
+    (``spawn_key=(index, stream)``) for other random parts of the same trial, such as
+    its noise background.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer (masks are regenerated "
                          f"from it), got {seed!r}")
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
         raise ValueError(f"trial index must be a non-negative integer, got {index!r}")
-    return np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(int(seed), spawn_key=(int(index),))))
+    key = (int(index),) if stream is None else (int(index), int(stream))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed),
+                                                                      spawn_key=key)))
 
 
 def _trial_indices(trials):

@@ -50,6 +50,24 @@ def test_bad_participant_fails_clearly(capsys, monkeypatch, tmp_path, pid):
 
 
 @pytest.fixture
+def fake_session(tmp_path, monkeypatch):
+    """Replace Session by a stand-in; returns the dict of what it was built with."""
+    import experiments.session
+
+    made = {}
+
+    class FakeSession:
+        def __init__(self, cfg, participant, **kwargs):
+            made.update(kwargs, participant=participant)
+
+        def run(self):
+            return experiments.session.SessionResult(tmp_path, 0, True, False)
+
+    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+    return made
+
+
+@pytest.fixture
 def dialog(monkeypatch):
     """psychopy.gui.DlgFromDict replaced by a stand-in that 'types' ``answer`` and
     presses OK (or Cancel when ``answer`` is None); the dialog probe says it can open."""
@@ -76,19 +94,8 @@ def test_cancelled_dialog_exits_cleanly(tmp_path, capsys, dialog):
     assert dialog["shown"] == [({"participant": "", "session": 4}, "bubbles run", False)]
 
 
-def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, monkeypatch):
-    import experiments.session
-
-    made = {}
-
-    class FakeSession:
-        def __init__(self, cfg, participant, **kwargs):
-            made.update(kwargs, participant=participant)
-
-        def run(self):
-            return experiments.session.SessionResult(tmp_path, 0, True, False)
-
-    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, fake_session):
+    made = fake_session
     dialog["answer"] = {"participant": " P42 ", "session": "3"}
     assert cli.run(["--data-dir", str(tmp_path)]) == 0
     assert (made["participant"], made["session"]) == ("P42", 3)
@@ -104,20 +111,9 @@ def test_dialog_answers_reach_the_session(tmp_path, capsys, dialog, monkeypatch)
 
 
 def test_session_zero_is_kept_and_negative_sessions_refused(tmp_path, capsys,
-                                                            monkeypatch):
-    import experiments.session
-
+                                                            monkeypatch, fake_session):
     monkeypatch.setenv("DISPLAY", ":99")
-    made = {}
-
-    class FakeSession:
-        def __init__(self, cfg, participant, **kwargs):
-            made.update(kwargs, participant=participant)
-
-        def run(self):
-            return experiments.session.SessionResult(tmp_path, 0, True, False)
-
-    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+    made = fake_session
     argv = ["--participant", "P1", "--data-dir", str(tmp_path)]
     assert cli.run(argv + ["--session", "0"]) == 0
     assert made["session"] == 0                       # not turned into session 1
