@@ -15,7 +15,8 @@ Chauvin, A., Worsley, K. J., Schyns, P. G., Arguin, M. & Gosselin, F. (2005). J.
 
 from .ci import classification_image, group_image
 from .diagnostic import DiagnosticImage
-from .stats import cluster_test, permutation_test, pixel_test
+from .permutation import permutation_test
+from .stats import cluster_test, pixel_test
 from .trials import TrialTable
 
 __all__ = ["DiagnosticImage", "classification_image", "group_image", "TrialTable",

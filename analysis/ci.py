@@ -55,7 +55,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from bubbles import BubbleSpec, center_maps, sigma_to_fwhm
+
 from .diagnostic import DiagnosticImage
+from .zscore import zscore
 
 __all__ = ["classification_image", "group_image", "METHODS", "NULLS"]
 
@@ -66,8 +69,6 @@ NULLS = ("analytic", "permutation")
 # -- input checks --------------------------------------------------------------------
 def _as_center_maps(spec, centers):
     """Centre maps as a list of float32 CSR matrices (one per band)."""
-    from bubbles import BubbleSpec, center_maps
-
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a bubbles.BubbleSpec, got {type(spec).__name__}")
     h, w = spec.shape
@@ -115,8 +116,6 @@ def _check_responses(responses, n_trials):
 
 # -- kernels and smoothing -----------------------------------------------------------
 def _kernel_matrix(n, sigma, aperture):
-    from bubbles import sigma_to_fwhm
-
     d = np.arange(n, dtype=np.float64)
     d = d[:, None] - d[None, :]
     if aperture == "square":
@@ -253,10 +252,7 @@ def _permutations(r, n_permutations, seed):
 def _weights(r, method):
     """Per-trial weights (n, T) for the regression and median-split images."""
     if method == "regression":
-        mu = r.mean(axis=0)
-        sd = r.std(axis=0)
-        ok = sd > 0
-        return np.where(ok, (r - mu) / np.where(ok, sd, 1), 0.0)
+        return zscore(r, axis=0)
     med = np.median(np.ascontiguousarray(r.T), axis=1)
     high = r > med
     none = ~high.any(axis=0)
@@ -319,11 +315,7 @@ def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=N
                 with np.errstate(divide="ignore", invalid="ignore"):
                     prop = np.where(tot > 1e-6 * tot.max(), cor / tot, np.nan)
                 raw[start:stop, bi] = prop
-                vals = prop[:, region]                           # (T, n_region)
-                mu = np.nanmean(vals, axis=1)[:, None, None]
-                sd = np.nanstd(vals, axis=1, ddof=1)[:, None, None]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    zz = np.where(sd > 0, (prop - mu) / np.where(sd > 0, sd, 1), 0)
+                zz = zscore(prop, axis=(1, 2), ddof=1, where=region, omit_nan=True)
                 zc[:, bi] = b.sign * np.nan_to_num(zz, nan=0.0)
         else:
             wts = _weights(rc, method)
@@ -341,19 +333,21 @@ def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=N
     return z, raw
 
 
-def _squeeze(a, one_target, multiscale):
+def _squeeze(a, dims):
+    """(T, B, H, W) -> the axes named by ``dims`` (dropping a singleton target / band)."""
     if a is None:
         return None
-    if one_target:
+    if "target" not in dims:
         a = a[0]
-    if not multiscale:
-        a = a[..., 0, :, :] if a.ndim >= 3 else a
+    if "band" not in dims:
+        a = a[..., 0, :, :]
     return a
 
 
 def classification_image(spec, centers, responses, method="regression", *,
                          null="analytic", n_permutations=1000, seed=0, chunk_size=128,
-                         targets=None, keep_raw=False, out=None, progress=True):
+                         targets=None, observer="unknown", keep_raw=False, out=None,
+                         progress=True):
     """Diagnostic (classification) image of one observer or of many targets at once.
 
     Parameters
@@ -388,7 +382,10 @@ def classification_image(spec, centers, responses, method="regression", *,
         Targets (or permutations) per sparse product; memory is about
         ``4 * chunk_size * H * W * 3`` bytes per band.
     targets : sequence of str, optional
-        Names of the response columns, stored in ``info['targets']``.
+        Names of the response columns (2-D responses), the image's ``targets``.
+    observer : str
+        What responded ('person', 'network', 'voxel', 'roi', 'unit', ...), recorded
+        as the image's ``observer``.
     keep_raw : bool
         Also keep the unstandardised image in ``.raw`` (always kept for 'proportion').
     out : ndarray, optional
@@ -404,7 +401,8 @@ def classification_image(spec, centers, responses, method="regression", *,
     -------
     DiagnosticImage
         ``z`` of shape (H, W) for 1-D responses, (n_targets, H, W) for 2-D; with a
-        band axis before (H, W) for a multi-scale spec. Positive z: seeing the region
+        band axis before (H, W) for a multi-scale spec; ``dims`` names them
+        (``('target', 'band', 'y', 'x')`` at most). Positive z: seeing the region
         (``polarity='occlude'`` is sign-flipped) goes with a higher response.
 
     Examples
@@ -428,6 +426,9 @@ def classification_image(spec, centers, responses, method="regression", *,
         raise ValueError(f"'null' must be one of {list(NULLS)}. {null!r} was provided.")
     maps = _as_center_maps(spec, centers)
     n = maps[0].shape[0]
+    if n < 2:
+        raise ValueError(f"centers must cover at least 2 trials for a classification "
+                         f"image, got {n}")
     r = _check_responses(responses, n)
     one = r.ndim == 1
     r2 = r[:, None] if one else r
@@ -450,7 +451,6 @@ def classification_image(spec, centers, responses, method="regression", *,
             else "gaussian (same FWHM as the disk)",
             "edges": "zero padding; z divided by each pixel's kernel energy",
             "sigmas": list(spec.sigmas), "n_targets": r2.shape[1],
-            "responses_ndim": r.ndim,
             "bubbles_per_trial": [float(m.sum(axis=1).mean()) for m in maps],
             "constant_targets": const.tolist()}
     for b, k in enumerate(info["bubbles_per_trial"]):
@@ -458,8 +458,8 @@ def classification_image(spec, centers, responses, method="regression", *,
             warnings.warn(f"band {b + 1} of {spec.n_bands} (sigma {spec.sigmas[b]:g} px) "
                           "has no bubbles in any trial (spec.n_per_band "
                           f"{spec.n_per_band}); its z map is 0", stacklevel=2)
-    if targets is not None:
-        info["targets"] = targets
+    dims = (("target",) if not one else ()) + (("band",) if spec.multiscale else ()) + (
+        "y", "x")
     if null == "permutation":
         if not (isinstance(n_permutations, (int, np.integer)) and n_permutations >= 2):
             raise ValueError("n_permutations must be an integer >= 2 for "
@@ -493,10 +493,11 @@ def classification_image(spec, centers, responses, method="regression", *,
                          progress=progress, keep_raw=keep_raw, out=out)
     if out is not None:     # z is ``out`` itself, (n_targets, bands, H, W); raw alike
         return DiagnosticImage(z=out, method=method, spec=spec, n_trials=n, info=info,
-                               raw=raw)
-    return DiagnosticImage(z=_squeeze(z, one, spec.multiscale), method=method, spec=spec,
-                           n_trials=n, info=info,
-                           raw=_squeeze(raw, one, spec.multiscale))
+                               raw=raw, dims=("target", "band", "y", "x"),
+                               targets=targets, observer=observer)
+    return DiagnosticImage(z=_squeeze(z, dims), method=method, spec=spec, n_trials=n,
+                           info=info, raw=_squeeze(raw, dims), dims=dims,
+                           targets=None if one else targets, observer=observer)
 
 
 def group_image(images, *, weights=None):
@@ -532,9 +533,9 @@ def group_image(images, *, weights=None):
             raise TypeError(f"images[{i}] must be a DiagnosticImage, got {type(im).__name__}")
     shape = images[0].z.shape
     for i, im in enumerate(images):
-        if im.z.shape != shape:
-            raise ValueError(f"images[{i}].z has shape {im.z.shape}, expected {shape} "
-                             "like images[0]")
+        if im.z.shape != shape or im.dims != images[0].dims:
+            raise ValueError(f"images[{i}].z has shape {im.z.shape} (dims {im.dims}), "
+                             f"expected {shape} (dims {images[0].dims}) like images[0]")
     w = np.ones(len(images)) if weights is None else np.asarray(weights, float)
     if w.shape != (len(images),) or not np.all(np.isfinite(w)) or np.all(w == 0):
         raise ValueError(f"weights must be {len(images)} finite numbers, not all 0, "
@@ -546,4 +547,5 @@ def group_image(images, *, weights=None):
             "n_trials_per_observer": [int(im.n_trials) for im in images]}
     return DiagnosticImage(z=z, method="stouffer", spec=images[0].spec,
                            n_trials=int(sum(im.n_trials for im in images)), info=info,
-                           observer_maps=maps)
+                           observer_maps=maps, dims=images[0].dims,
+                           targets=images[0].targets, observer="group")

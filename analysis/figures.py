@@ -10,26 +10,26 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-__all__ = ["plot_diagnostic_image", "save_diagnostic_png"]
+from .diagnostic import DiagnosticImage
+
+__all__ = ["plot_diagnostic_image", "save_diagnostic_png", "draw_map", "plot_montage",
+           "plot_comparison", "save_figure"]
 
 
 def _as_maps(image, target):
     """List of (H, W) band maps and a label per band."""
-    from .diagnostic import DiagnosticImage
-
     if isinstance(image, DiagnosticImage):
-        z = np.asarray(image.z)
-        many = image.info.get("responses_ndim") == 2
-        multi = image.spec is not None and image.spec.multiscale
-        if many:
-            t = 0 if target is None else int(target)
-            if not 0 <= t < z.shape[0]:
-                raise ValueError(f"target must be in [0, {z.shape[0]}), got {target!r}")
-            z = z[t]
+        if "target" not in image.dims and target not in (None, 0):
+            raise ValueError(f"target must be None for a one-observer image, got {target!r}")
+        t = 0 if target is None else int(target)
+        if not 0 <= t < image.n_targets:
+            raise ValueError(f"target must be in [0, {image.n_targets}), got {target!r}")
+        maps = list(image.maps()[t])
         sigmas = image.info.get("sigmas") or (image.spec.sigmas if image.spec else None)
         empty = [k == 0 for k in image.info.get("bubbles_per_trial", [])]
-        maps = list(z) if multi else [z]
     else:
         z = np.asarray(image, dtype=float)
         if z.ndim == 2:
@@ -48,10 +48,11 @@ def _as_maps(image, target):
     return maps, labels
 
 
-def _draw_map(ax, m, *, background=None, vmax, alpha=0.6, cmap="RdBu_r"):
+def draw_map(ax, m, *, background=None, vmax, alpha=0.6, cmap="RdBu_r"):
     """One panel: the signed map ``m`` in ``[-vmax, vmax]`` over an optional grey
     background (drawn only when it has the map's shape), no ticks. Returns the image
-    artist of the map (for a colour bar). Shared with :func:`analysis.compare.figure`."""
+    artist of the map (for a colour bar). The one way a map is drawn over a face: every
+    figure of the toolkit (diagnostic images, comparisons, unit montages) calls it."""
     if background is not None and np.shape(background) == np.shape(m):
         ax.imshow(background, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     else:
@@ -125,9 +126,6 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
     >>> len(fig.axes)
     2
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     maps, labels = _as_maps(image, target)
     if background is not None:
         background = np.asarray(background, dtype=float)
@@ -144,7 +142,7 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
     im = None
     p_values = set()
     for b, (ax, m, label) in enumerate(zip(axes, maps, labels)):
-        im = _draw_map(ax, m, background=background, vmax=vmax, alpha=alpha, cmap=cmap)
+        im = draw_map(ax, m, background=background, vmax=vmax, alpha=alpha, cmap=cmap)
         tests = {}
         for name, test, style in (("pixel", pixel, "solid"), ("cluster", cluster, "dashed")):
             sig, tests[name] = _per_band(test, b, n, name)
@@ -171,11 +169,140 @@ def plot_diagnostic_image(image, *, background=None, pixel=None, cluster=None,
 def save_diagnostic_png(image, path, *, background=None, pixel=None, cluster=None,
                         target=None, title=None, vmax=None, overwrite=True, dpi=100):
     """Draw with :func:`plot_diagnostic_image` and write a PNG; returns the path."""
-    path = Path(path)
-    if path.exists() and not overwrite:
+    if Path(path).exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     fig = plot_diagnostic_image(image, background=background, pixel=pixel,
                                 cluster=cluster, target=target, title=title, vmax=vmax)
+    return save_figure(fig, path, dpi=dpi)
+
+
+def plot_montage(maps, names=None, *, background=None, title="", label="z", limit=32):
+    """A grid of maps (n, H, W) over ``background``: one large panel with a colour bar,
+    or at most ``limit`` panels (the strongest by max |value|), each scaled to its own
+    max |value| (the title says so).
+
+    Parameters
+    ----------
+    maps : ndarray (n, H, W)
+    names : list of str, optional
+        Panel titles (default '0', '1', ...).
+    background : ndarray (H, W) or (n, H, W), optional
+        Grey image under every map, or one per map.
+    title : str
+    label : str
+        What the values are (colour bar and scaling note).
+    limit : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_montage(np.random.default_rng(0).normal(size=(3, 8, 8)))
+    >>> len(fig.axes)
+    3
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must have shape (n, H, W), got {maps.shape}")
+    names = [str(n) for n in names] if names is not None else [
+        str(i) for i in range(len(maps))]
+    if len(names) != len(maps):
+        raise ValueError(f"names must name each of the {len(maps)} maps, got {len(names)}")
+    bgs = None if background is None else np.asarray(background, dtype=np.float64)
+    if bgs is not None and bgs.ndim == 2:
+        bgs = np.broadcast_to(bgs, maps.shape)
+    keep = np.arange(len(maps))
+    if len(maps) > limit:
+        keep = np.sort(np.argsort(-np.nanmax(np.abs(maps.reshape(len(maps), -1)),
+                                             axis=1))[:limit])
+        title += f"\n{limit} of {len(maps)} maps shown: those with the largest max |{label}|"
+    if len(keep) > 1:
+        title += f"\neach panel scaled to its own max |{label}|"
+    ncol = min(8, len(keep))
+    nrow = -(-len(keep) // ncol)
+    size = (5.0, 5.0) if len(keep) == 1 else (1.7 * ncol, 1.8 * nrow + 0.6)
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, keep):
+        m = maps[i]
+        v = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 0.0
+        im = draw_map(ax, m, background=None if bgs is None else bgs[i], vmax=v or 1.0,
+                      alpha=0.75)
+        ax.set_title(names[i], fontsize=6 if len(keep) > 1 else 9)
+        if len(keep) == 1:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+    fig.suptitle(title, fontsize=8 if len(keep) > 1 else 10)
+    fig.tight_layout()
+    return fig
+
+
+PANEL_ORDER = ("human", "model observer", "best unit", "occlusion", "saliency",
+               "integrated gradients")
+
+
+def plot_comparison(panels, *, background=None, titles=None, caption=None):
+    """Maps side by side: human, model observer, best unit, occlusion, saliency, IG.
+
+    Parameters
+    ----------
+    panels : dict
+        name -> (H, W) map (a multi-band map shows its band sum). The first entry (the
+        reference, e.g. the human map) is drawn first; the others follow PANEL_ORDER,
+        unknown names last. Each panel is scaled to its own max |value|.
+    background : ndarray (H, W), optional
+        Grey image drawn under every map.
+    titles : dict, optional
+        name -> extra line (e.g. the correlation with the human map).
+    caption : str, optional
+        A line under the panels (what the colours mean).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> m = np.random.default_rng(0).normal(size=(8, 8))
+    >>> len(plot_comparison({"human": m, "best unit": -m}).axes)
+    2
+    """
+    if not panels:
+        raise ValueError("panels must hold at least one map")
+    rank = {name: i for i, name in enumerate(PANEL_ORDER)}
+    first, *rest = panels.items()           # the reference (the human map) stays first
+    panels = dict([first] + sorted(rest, key=lambda kv: rank.get(kv[0], len(rank))))
+    n = len(panels)
+    fig = Figure(figsize=(2.6 * n, 3.4))
+    FigureCanvasAgg(fig)
+    for i, (name, m) in enumerate(panels.items()):
+        m = np.asarray(m, dtype=np.float64)
+        while m.ndim > 2:
+            m = m.sum(axis=0)
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.axis("off")
+        v = float(np.nanmax(np.abs(m))) or 1.0
+        draw_map(ax, m, background=background, vmax=v, alpha=0.7)
+        extra = (titles or {}).get(name)
+        ax.set_title(name if not extra else f"{name}\n{extra}", fontsize=8)
+    if caption:
+        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.05 if caption else 0, 1, 1))
+    return fig
+
+
+def save_figure(fig, path, *, overwrite=True, dpi=100):
+    """Write ``fig`` to ``path`` (folders created) and release it; returns the path.
+
+    An existing file is kept unless ``overwrite``.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=dpi)

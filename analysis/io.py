@@ -20,18 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+import bubbles_data
+from bubbles import load_grey
+
+from .diagnostic import read_npz
 from .stats import ClusterTest, PixelTest, cluster_test, pixel_test
+from .zscore import zscore
 
 __all__ = ["read_packed_rgb", "read_search_region", "read_image", "read_ci",
-           "zscore_outside", "stat4ci_demo", "Stat4CiResult"]
+           "zscore_outside", "stat4ci_demo", "Stat4CiResult", "read_npy",
+           "read_background"]
 
 
 def _open(path, what):
     """The raw PIL image (packed RGB, raw grey levels); grey images in [0, 1] are read
     with :func:`bubbles.load_grey` instead."""
-    from PIL import Image
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file {path} does not exist")
@@ -61,11 +66,26 @@ def read_packed_rgb(path):
     return a[..., 0] * 65536.0 + a[..., 1] * 256.0 + a[..., 2]
 
 
-def read_search_region(path, *, level=128):
-    """Read a search region image: True where the grey level is >= ``level`` (255 inside)."""
-    im = _open(path, "search region")
-    a = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I;16", "I", "F") else im)
-    return a.astype(np.float64) >= level if a.dtype != bool else a
+def read_search_region(path, shape=None, *, level=128):
+    """Read a search region: a ``.npy`` boolean (or 0/1) array, or an image, True where
+    the grey level is >= ``level`` (255 inside). With ``shape``, a region of another
+    shape is an error naming the file."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        a = read_npy(path)
+        if not np.isin(a, (0, 1)).all():
+            raise ValueError(f"search region {path} must hold booleans or 0/1, got values "
+                             f"in [{np.nanmin(a):g}, {np.nanmax(a):g}]")
+        region = a.astype(bool)
+    else:
+        im = _open(path, "search region")
+        a = np.asarray(im.convert("L") if im.mode not in ("L", "1", "I;16", "I", "F")
+                       else im)
+        region = a.astype(np.float64) >= level if a.dtype != bool else a
+    if shape is not None and region.shape != tuple(shape):
+        raise ValueError(f"search region {path} has shape {region.shape}, the image has "
+                         f"{tuple(shape)}")
+    return region
 
 
 def read_image(path):
@@ -75,14 +95,26 @@ def read_image(path):
     images as they are (must lie in [0, 1]), colour as BT.601 luminance. Errors name
     the file.
     """
-    from bubbles import load_grey
-
     return load_grey(path).astype(np.float64)
+
+
+def read_npy(path):
+    """A numeric ``.npy`` array as float64 (never unpickled); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected a .npy file)")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable .npy array of numbers ({exc})") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{path} must hold numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
 
 
 def read_background(path, shape):
     """Read the grey image drawn under a map (``.npy`` or an image file) of ``shape``."""
-    bg = np.load(path) if str(path).endswith(".npy") else read_image(path)
+    bg = read_npy(path) if str(path).endswith(".npy") else read_image(path)
     if bg.shape != tuple(shape):
         raise ValueError(f"background {path} has shape {bg.shape}, expected the maps' "
                          f"shape {tuple(shape)}")
@@ -97,13 +129,12 @@ def read_ci(path):
         raise FileNotFoundError(f"classification image file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path).astype(np.float64)
+        return read_npy(path)
     if suffix == ".npz":
-        with np.load(path) as data:
-            if "z" not in data:
-                raise ValueError(f"{path} must hold an array named 'z', has "
-                                 f"{sorted(data.files)}")
-            return data["z"].astype(np.float64)
+        arrays = read_npz(path)
+        if "z" not in arrays:
+            raise ValueError(f"{path} must hold an array named 'z', has {sorted(arrays)}")
+        return arrays["z"].astype(np.float64)
     im = _open(path, "classification image")
     if im.mode in ("RGB", "RGBA"):
         return read_packed_rgb(path)
@@ -122,11 +153,10 @@ def zscore_outside(ci, search_region):
     if outside.size < 2:
         raise ValueError("z-scoring outside the search region needs at least 2 pixels "
                          f"outside it, got {outside.size}")
-    sd = outside.std(ddof=1)
-    if sd == 0:
+    if np.ptp(outside) == 0:
         raise ValueError("the pixels outside the search region are constant; cannot "
                          "z-score with them")
-    return (ci - outside.mean()) / sd * region
+    return zscore(ci, axis=(0, 1), ddof=1, where=~region) * region
 
 
 @dataclass
@@ -139,18 +169,21 @@ class Stat4CiResult:
     cluster: ClusterTest
 
 
-def stat4ci_demo(ci, search_region, *, sigma=20.0, p=0.05, threshold=2.7, tail="upper"):
+def stat4ci_demo(ci=None, search_region=None, *, sigma=20.0, p=0.05, cluster_threshold=2.7,
+                 tail="upper"):
     """Run the Stat4Ci demo on a classification image.
 
     Parameters
     ----------
-    ci : ndarray or path
-        Raw classification image (or a file :func:`read_ci` reads).
-    search_region : ndarray of bool or path
+    ci : ndarray or path, optional
+        Raw classification image (or a file :func:`read_ci` reads); default: the
+        embedded GenderFG.tiff of Gosselin & Schyns (2001), subject FG.
+    search_region : ndarray of bool or path, optional
+        Default: the embedded facemask.tiff.
     sigma : float
         Bubble sigma in pixels (20 in the toolbox demo, FWHM 47.1).
     p : float
-    threshold : float
+    cluster_threshold : float
         Cluster-forming threshold t_C.
     tail : {'upper', 'lower', 'both'}
 
@@ -160,10 +193,13 @@ def stat4ci_demo(ci, search_region, *, sigma=20.0, p=0.05, threshold=2.7, tail="
 
     Examples
     --------
-    >>> res = stat4ci_demo("GenderFG.tiff", "facemask.tiff")    # doctest: +SKIP
-    >>> round(res.pixel.threshold, 2), round(res.cluster.min_cluster_size, 1)  # doctest: +SKIP
+    >>> res = stat4ci_demo()          # the embedded GenderFG.tiff and facemask.tiff
+    >>> round(res.pixel.threshold, 2), round(res.cluster.min_cluster_size, 1)
     (3.3, 861.1)
     """
+    ci = bubbles_data.path("stat4ci/GenderFG.tiff") if ci is None else ci
+    if search_region is None:
+        search_region = bubbles_data.path("stat4ci/facemask.tiff")
     if isinstance(ci, (str, Path)):
         ci = read_ci(ci)
     if isinstance(search_region, (str, Path)):
@@ -173,5 +209,5 @@ def stat4ci_demo(ci, search_region, *, sigma=20.0, p=0.05, threshold=2.7, tail="
     return Stat4CiResult(
         z=z, search_region=region,
         pixel=pixel_test(z, sigma, p, search_region=region, tail=tail),
-        cluster=cluster_test(z, sigma, p, threshold=threshold, search_region=region,
-                             tail=tail))
+        cluster=cluster_test(z, sigma, p, cluster_threshold=cluster_threshold,
+                             search_region=region, tail=tail))

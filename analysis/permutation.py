@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .ci import _as_center_maps, _bands, _check_responses, _engine, _permutations
 from .stats import Cluster, _check_p, _find_clusters, _structure
 
 __all__ = ["PermutationTest", "permutation_test"]
@@ -141,8 +142,6 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     ----------
     Nichols & Holmes (2002), :doi:`10.1002/hbm.1058`.
     """
-    from .ci import (_as_center_maps, _bands, _check_responses, _engine,  # late: ci
-                     _permutations)                                      # imports stats
 
     p = _check_p(p)
     least = math.ceil(1 / p - 1 - 1e-9)   # the smallest p-value is 1 / (B + 1)

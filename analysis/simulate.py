@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bubbles import (background_levels, bubble_stimuli, laplacian_bands, render_masks,
+                     sample_centers, trial_rng)
+
+from .trials import TrialTable
+
 __all__ = ["TemplateObserver", "NullObserver", "simulate_session"]
 
 
@@ -149,10 +154,6 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
     >>> len(t)
     10
     """
-    from bubbles import bubble_stimuli, laplacian_bands, render_masks, sample_centers
-
-    from .trials import TrialTable
-
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or images.shape[1:] != tuple(spec.shape):
         raise ValueError(f"images must have shape (n_images, {spec.shape[0]}, "
@@ -163,11 +164,12 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
                          f"{len(labels)}")
     if not (isinstance(n_trials, (int, np.integer)) and n_trials >= 1):
         raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
-    order_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2 ** 31,)))
+    order_rng = trial_rng(seed, 2 ** 31)        # a stream no trial index reaches
     stim_idx = order_rng.integers(len(images), size=n_trials)
     centers = sample_centers(spec, seed, n_trials)
     bands = ([laplacian_bands(im, spec.n_bands) for im in images] if spec.multiscale
              else [None] * len(images))
+    grey = background_levels(images, spec.background)    # what hides the unrevealed parts
     responses = []
     for start in range(0, n_trials, chunk_size):
         stop = min(n_trials, start + chunk_size)
@@ -180,8 +182,7 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
             sel = np.flatnonzero(stim_idx[start:stop] == i)
             stim[sel] = bubble_stimuli(images[i], spec, masks[sel], bands=bands[i],
                                        seed=seed, trials=start + sel)
-            bg[sel] = (spec.background if isinstance(spec.background, float)
-                       else float(images[i].mean()))
+            bg[sel] = grey[i]
         responses.extend(observer.decide_batch(stim, background=bg))
     truth = [labels[i] for i in stim_idx]
     correct = np.array([r == t for r, t in zip(responses, truth)])

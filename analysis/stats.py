@@ -3,7 +3,7 @@
 The pixel test and the cluster test of the Stat4Ci toolbox (Chauvin et al., 2005),
 for 1-D and 2-D Gaussian random fields, solved exactly (no grid). The
 distribution-free permutation max-statistic alternative (pixel maximum and cluster
-mass) is :func:`analysis.permutation.permutation_test`, also importable from here.
+mass) is :func:`analysis.permutation.permutation_test`.
 
 A z map of a single observer has shape ``(H, W)`` (2-D) or ``(N,)`` (1-D). Stacked maps
 (targets or bands before the spatial axes) are tested map by map with the same
@@ -33,7 +33,7 @@ from bubbles import sigma_to_fwhm as _bubbles_sigma_to_fwhm
 
 __all__ = [
     "PixelTest", "ClusterTest", "Cluster", "PermutationTest",
-    "pixel_test", "cluster_test", "permutation_test",
+    "pixel_test", "cluster_test",
     "pixel_threshold", "cluster_size_threshold", "resels", "ec_density",
     "rft_warnings", "sigma_to_fwhm",
 ]
@@ -133,7 +133,7 @@ def _pixel_threshold(n_pixels, fwhm, p, ndim, res=None):
     return min(rft, bonf), float(rft), bonf, res
 
 
-def cluster_size_threshold(n_pixels, fwhm, p=0.05, *, threshold=2.7, ndim=2):
+def cluster_size_threshold(n_pixels, fwhm, p=0.05, *, cluster_threshold=2.7, ndim=2):
     """Critical cluster size (pixels) of the Stat4Ci cluster test.
 
     ``c = Gamma(D/2 + 1) EC_D(t_C) / (FWHM^D P(Z > t_C))``,
@@ -146,8 +146,23 @@ def cluster_size_threshold(n_pixels, fwhm, p=0.05, *, threshold=2.7, ndim=2):
     6.9
     """
     p = _check_p(p)
+    t = _check_cluster_threshold(cluster_threshold)
     res = resels(n_pixels, fwhm, ndim)
-    return _cluster_size(res, _cluster_constants(fwhm, threshold, ndim), p, ndim)
+    return _cluster_size(res, _cluster_constants(fwhm, t, ndim), p, ndim)
+
+
+#: Cluster-forming thresholds the RFT cluster test accepts: above 0 (the Euler
+#: characteristic density vanishes at 0) and at most 10 (beyond, P(Z > t) underflows).
+CLUSTER_THRESHOLD_RANGE = (0.0, 10.0)
+
+
+def _check_cluster_threshold(t):
+    lo, hi = CLUSTER_THRESHOLD_RANGE
+    if isinstance(t, bool) or not (np.isscalar(t) and np.isreal(t) and lo < t <= hi):
+        raise ValueError(f"cluster_threshold must be a z value in ({lo:g}, {hi:g}] (the "
+                         "cluster-forming threshold t_C; 2.7 in the Stat4Ci demo, >= 2.5 "
+                         f"recommended), got {t!r}")
+    return float(t)
 
 
 def _cluster_constants(fwhm, threshold, ndim):
@@ -452,11 +467,11 @@ def _find_clusters(m, region, threshold, structure):
     return labels, out
 
 
-def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connectivity=8,
-                 tail="upper", ndim=None):
+def cluster_test(z, sigma, p=0.05, *, cluster_threshold=2.7, search_region=None,
+                 connectivity=8, tail="upper", ndim=None):
     """Random-field cluster (size) test of a smooth z map (Stat4Ci cluster test).
 
-    Clusters are sets of pixels with ``z >= threshold`` connected in ``connectivity``
+    Clusters are sets of pixels with ``z >= cluster_threshold`` connected in ``connectivity``
     (8 in 2-D, as MATLAB's ``bwlabel`` default that the toolbox uses). A cluster is
     significant when its size reaches the critical size.
 
@@ -467,8 +482,9 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
         Smoothing standard deviation in pixels.
     p : float
         Family-wise error rate (honoured; the toolbox always used .05).
-    threshold : float
-        Cluster-forming threshold t_C (2.7 in the Stat4Ci demo; > 2.5 recommended).
+    cluster_threshold : float
+        Cluster-forming threshold t_C, in (0, 10] (2.7 in the Stat4Ci demo; >= 2.5
+        recommended).
     search_region : ndarray of bool, optional
     connectivity : {4, 8} in 2-D, 2 in 1-D
     tail : {'upper', 'lower', 'both'}
@@ -489,8 +505,7 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
     ----------
     Chauvin et al. (2005), J. Vis. 5(9):1. :doi:`10.1167/5.9.1`
     """
-    if not (np.isscalar(threshold) and np.isfinite(threshold)):
-        raise ValueError(f"threshold must be a finite z value, got {threshold!r}")
+    threshold = _check_cluster_threshold(cluster_threshold)
     z, region, ndim, n, sigma, p, tail, fwhm, notes = _setup(z, sigma, p, tail,
                                                              search_region, ndim)
     structure = _structure(ndim, connectivity)
@@ -537,6 +552,3 @@ def cluster_test(z, sigma, p=0.05, *, threshold=2.7, search_region=None, connect
                        connectivity=int(structure.sum() - 1), tail=tail,
                        warnings=notes)
 
-
-# the distribution-free alternative lives in its own module; importable from here too
-from .permutation import PermutationTest, permutation_test  # noqa: E402

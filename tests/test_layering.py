@@ -1,8 +1,10 @@
-"""The layering of DESIGN.md: experiments, ann_bridge -> analysis -> bubbles -> numpy.
+"""The layering: commands -> experiments, ann_bridge -> analysis -> bubbles -> numpy.
 
-`bubbles` and `analysis` never import psychopy or torch at module level, so the core
-installs and tests without either; imports only point down the list, inside functions
-too. The exceptions are named below.
+`bubbles` and `analysis` never import psychopy or torch, so the core installs and tests
+without either; imports only point down the list, inside functions too; no library
+imports the command layer; the project's own modules are imported at module level
+(inside a function only where named below: the lazy subcommands and one optional
+heavy extra). The exceptions are named below.
 """
 import ast
 import subprocess
@@ -14,20 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # package -> top-level names its modules may not import (at any level)
 FORBIDDEN = {
-    "bubbles": {"analysis", "experiments", "ann_bridge", "torch", "psychopy", "captum"},
-    "analysis": {"experiments", "ann_bridge", "torch", "psychopy", "captum"},
-    "experiments": {"ann_bridge", "torch"},
-    "ann_bridge": {"experiments", "psychopy"},
+    "bubbles": {"analysis", "experiments", "ann_bridge", "commands", "torch", "psychopy",
+                "captum"},
+    "analysis": {"experiments", "ann_bridge", "commands", "torch", "psychopy", "captum"},
+    "experiments": {"ann_bridge", "commands", "torch"},
+    "ann_bridge": {"experiments", "commands", "psychopy"},
+    "data": {"bubbles", "analysis", "experiments", "ann_bridge", "commands"},
 }
+OWN = {"bubbles", "analysis", "experiments", "ann_bridge", "commands", "bubbles_data"}
 # (module, imported package) pairs allowed inside functions only
 LAZY_ALLOWED = {
-    # the command-line layer dispatches to every package when a command runs
-    ("bubbles/cli.py", "analysis"), ("bubbles/cli.py", "experiments"),
-    ("bubbles/cli.py", "ann_bridge"), ("bubbles/demo.py", "analysis"),
-    ("bubbles/demo.py", "experiments"), ("bubbles/demo.py", "ann_bridge"),
     # `bubbles run --simulate model`: the session asks the network for its answers
     ("experiments/responders.py", "ann_bridge"),
 }
+# modules that import the project's own subcommands lazily (a command runs only its own)
+LAZY_MODULES = {"commands/main.py", "commands/demo.py"}
 
 
 def imports(path):
@@ -40,6 +43,8 @@ def imports(path):
             found += [(a.name.split(".")[0], id(node) in top) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module.split(".")[0], id(node) in top))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append((".", id(node) in top))          # the module's own package
     return found
 
 
@@ -54,6 +59,21 @@ def test_imports_point_down(package):
         if hits:
             bad[rel] = hits
     assert not bad, f"imports against the layering: {bad}"
+
+
+def test_own_modules_are_imported_at_module_level():
+    bad = {}
+    for package in sorted(FORBIDDEN) + ["commands"]:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in LAZY_MODULES:
+                continue
+            hits = sorted({name for name, module_level in imports(path)
+                           if not module_level and (name in OWN or name == ".")
+                           and (rel, name) not in LAZY_ALLOWED})
+            if hits:
+                bad[rel] = hits
+    assert not bad, f"function-level imports of the project's own modules: {bad}"
 
 
 def test_the_checker_sees_imports_inside_functions(tmp_path):

@@ -113,7 +113,8 @@ def test_many_targets_match_single_calls_and_chunking(small_spec, small_centers,
     r = rng.normal(size=(400, 7))
     many = classification_image(small_spec, small_centers, r, chunk_size=3,
                                 targets=[f"u{i}" for i in range(7)], progress=False)
-    assert many.z.shape == (7, 32, 32) and many.info["targets"][2] == "u2"
+    assert many.z.shape == (7, 32, 32) and many.targets[2] == "u2"
+    assert many.dims == ("target", "y", "x") and many.n_targets == 7
     for j in (0, 4, 6):
         one = classification_image(small_spec, small_centers, r[:, j], progress=False)
         assert_allclose(many.z[j], one.z, atol=1e-5)
@@ -290,47 +291,36 @@ def test_out_is_written_with_the_permutation_null_and_keeps_raw(small_spec, smal
     assert_allclose(ci.raw[0, 0], prop.raw, atol=1e-6, equal_nan=True)
 
 
-def test_permutation_null_builds_each_band_once(small_spec, small_centers, rng,
-                                                monkeypatch):
-    import analysis.ci as ci_mod
-
-    built = []
-
-    class Counting(ci_mod._Band):
-        def __init__(self, *a, **k):
-            built.append(1)
-            super().__init__(*a, **k)
-
-    monkeypatch.setattr(ci_mod, "_Band", Counting)
-    classification_image(small_spec, small_centers, rng.normal(size=400),
-                         null="permutation", n_permutations=10, progress=False)
-    assert len(built) == 1
+def test_permutation_null_standardises_by_the_shuffled_maps(small_spec, small_centers,
+                                                             rng):
+    """null='permutation' is (z - mean) / sd over the maps of the same shuffles, which a
+    many-target call on the shuffled responses gives explicitly."""
+    r = rng.normal(size=400)
+    got = classification_image(small_spec, small_centers, r, null="permutation",
+                               n_permutations=50, seed=3, progress=False)
+    shuffle = np.random.default_rng(3)
+    perms = np.stack([shuffle.permutation(r) for _ in range(50)], axis=1)
+    shuffled = classification_image(small_spec, small_centers, perms, progress=False).z
+    observed = classification_image(small_spec, small_centers, r, progress=False).z
+    expect = (observed - shuffled.mean(axis=0)) / shuffled.std(axis=0, ddof=1)
+    assert_allclose(got.z, expect, atol=2e-3, rtol=1e-3)
 
 
-def test_one_permutation_helper_for_every_permutation(small_spec, small_centers, rng,
-                                                      monkeypatch):
-    import analysis.ci as ci_mod
+def test_permutations_follow_the_seed_everywhere(small_spec, small_centers, rng):
+    """An int seed and the Generator it makes give the same null in every function
+    that shuffles; another seed gives another."""
     from analysis.compare import permutation_null
     from analysis.permutation import permutation_test
 
-    calls = []
-    real = ci_mod._permutations
-
-    def spy(r, n, seed):
-        calls.append(n)
-        return real(r, n, seed)
-
-    monkeypatch.setattr(ci_mod, "_permutations", spy)
     r = rng.normal(size=400)
-    classification_image(small_spec, small_centers, r, null="permutation",
-                         n_permutations=7, progress=False)
-    permutation_test(small_spec, small_centers, r, n_permutations=19, progress=False)
-    permutation_null(small_spec, small_centers, r, np.zeros((1, 32, 32)) + np.eye(32),
-                     n_permutations=5)
-    assert calls == [7, 19, 5]
-    # an int seed and the Generator it makes give the same permutations
-    a = real(r, 4, 11)
-    b = real(r, 4, np.random.default_rng(11))
-    assert_allclose(a, b) and a.shape == (400, 4)
-    g = np.random.default_rng(5)
-    assert not np.allclose(real(r, 2, g), real(r, 2, g))   # a Generator continues
+    maps = np.zeros((1, 32, 32)) + np.eye(32)
+    for run in (lambda s: classification_image(small_spec, small_centers, r,
+                                               null="permutation", n_permutations=7,
+                                               seed=s, progress=False).z,
+                lambda s: permutation_test(small_spec, small_centers, r,
+                                           n_permutations=19, seed=s,
+                                           progress=False).pixel_threshold,
+                lambda s: permutation_null(small_spec, small_centers, r, maps,
+                                           n_permutations=5, seed=s)):
+        assert_allclose(run(11), run(np.random.default_rng(11)))
+        assert not np.allclose(run(11), run(12))

@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from analysis import DiagnosticImage, classification_image, cluster_test, pixel_test
-from analysis.figures import plot_diagnostic_image
+from analysis.figures import plot_diagnostic_image, save_diagnostic_png
 from bubbles import BubbleSpec, sample_centers
 
 
@@ -42,11 +42,13 @@ def test_to_png_and_figure_panels(tmp_path, rng):
     z = np.zeros((32, 32))
     z[10:20, 10:20] = 5
     pix, clu = pixel_test(z, 2.5), cluster_test(z, 2.5)
-    path = DiagnosticImage(z, "regression", None, 10).to_png(
-        tmp_path / "a.png", background=np.full((32, 32), 0.5), pixel=pix, cluster=clu)
+    path = save_diagnostic_png(DiagnosticImage(z, "regression", None, 10),
+                               tmp_path / "a.png", background=np.full((32, 32), 0.5),
+                               pixel=pix, cluster=clu)
     assert path.stat().st_size > 1000
     with pytest.raises(FileExistsError):
-        DiagnosticImage(z, "regression", None, 10).to_png(path, overwrite=False)
+        save_diagnostic_png(DiagnosticImage(z, "regression", None, 10), path,
+                            overwrite=False)
     with pytest.raises(ValueError, match="background must have the map's shape"):
         plot_diagnostic_image(z, background=np.zeros((4, 4)))
     # a scientist reads the thresholds on the panel and what the contours mean below
@@ -70,3 +72,47 @@ def test_to_png_and_figure_panels(tmp_path, rng):
     with pytest.raises(ValueError, match=r"pixel must give one test per band \(3\), got 2"):
         plot_diagnostic_image(ci, pixel=tests[:2])
     assert plt.get_fignums() == before
+
+
+def test_dims_name_every_axis_and_survive_a_round_trip(tmp_path, small_spec):
+    units = DiagnosticImage(np.zeros((3, 32, 32)), "regression", small_spec, 50,
+                            dims=("target", "y", "x"), targets=["a", "b", "c"],
+                            observer="unit")
+    assert units.maps().shape == (3, 1, 32, 32) and units.n_targets == 3
+    units.save(tmp_path / "u")
+    back = DiagnosticImage.load(tmp_path / "u")
+    assert back.dims == ("target", "y", "x") and back.targets == ["a", "b", "c"]
+    assert back.observer == "unit"
+    multi = BubbleSpec(shape=(32, 32), sigma=1.5, n_bubbles=12, bands=3)
+    bands = DiagnosticImage(np.zeros((3, 32, 32)), "regression", multi, 50,
+                            dims=("band", "y", "x"))
+    assert bands.n_targets == 1 and bands.n_bands == 3 and bands.names == ["unknown"]
+    assert bands.band(2).shape == (32, 32)
+
+
+@pytest.mark.parametrize("kwargs, error, text", [
+    ({"z": np.zeros((3, 8, 8))}, TypeError, "dims must be given for a 3-D z"),
+    ({"z": np.zeros((3, 8, 8)), "dims": ("y", "x", "band")}, ValueError,
+     "ordered sub-sequence"),
+    ({"z": np.zeros((3, 8, 8)), "dims": ("target", "band", "y", "x")}, ValueError,
+     "must name every axis"),
+    ({"z": np.zeros((3, 8, 8)), "dims": ("target", "y", "x"), "targets": ["a"]},
+     ValueError, "targets must name each of the 3 targets"),
+    ({"z": np.zeros((8, 8)), "targets": ["a"]}, ValueError, "has no 'target' axis"),
+])
+def test_dims_are_explicit_never_guessed(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        DiagnosticImage(method="regression", spec=None, n_trials=0, **kwargs)
+
+
+def test_producers_fill_the_dims(small_spec, small_centers, rng):
+    one = classification_image(small_spec, small_centers, rng.normal(size=400),
+                               observer="person", progress=False)
+    assert one.dims == ("y", "x") and one.observer == "person" and one.targets is None
+    many = classification_image(small_spec, small_centers, rng.normal(size=(400, 2)),
+                                targets=["v1", "v2"], observer="voxel", progress=False)
+    assert many.dims == ("target", "y", "x") and many.names == ["v1", "v2"]
+    multi = BubbleSpec(shape=(32, 32), sigma=1.5, n_bubbles=12, bands=2)
+    c = sample_centers(multi, 0, 100)
+    both = classification_image(multi, c, rng.normal(size=(100, 3)), progress=False)
+    assert both.dims == ("target", "band", "y", "x") and both.maps().shape == (3, 2, 32, 32)

@@ -41,7 +41,7 @@ def test_stat4ci_files(stat4ci_dir):
 
 def test_demo_gender(stat4ci_dir):
     res = stat4ci_demo(stat4ci_dir / "GenderFG.tiff", stat4ci_dir / "facemask.tiff",
-                       sigma=20, p=0.05, threshold=2.7)
+                       sigma=20, p=0.05, cluster_threshold=2.7)
     # the z-scoring: outside the region z is 0 (multiplied by the region)
     assert np.all(res.z[~res.search_region] == 0)
     assert_allclose(res.pixel.threshold, 3.30, atol=5e-3)

@@ -80,7 +80,7 @@ def test_family_wise_error_rft_under_null(null_experiments):
     fwer = res.significant.reshape(200, -1).any(axis=1).mean()
     # 0.05 plus two binomial standard errors over 200 experiments
     assert fwer <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 200), f"RFT FWER {fwer}"
-    clu = cluster_test(z, 3.0, 0.05, threshold=2.7)
+    clu = cluster_test(z, 3.0, 0.05, cluster_threshold=2.7)
     fwer_c = clu.significant.reshape(200, -1).any(axis=1).mean()
     assert fwer_c <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 200), f"cluster FWER {fwer_c}"
 

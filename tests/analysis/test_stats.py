@@ -21,7 +21,7 @@ def test_one_dimensional_published_values():
     thr, rft, bonf = pixel_threshold(257, 11.8, 0.05, ndim=1)
     assert_allclose(thr, 3.1, atol=0.05)
     assert thr == min(rft, bonf)
-    assert_allclose(cluster_size_threshold(257, 11.8, 0.05, threshold=2.7, ndim=1), 6.9,
+    assert_allclose(cluster_size_threshold(257, 11.8, 0.05, cluster_threshold=2.7, ndim=1), 6.9,
                     atol=0.05)
 
 
@@ -86,7 +86,7 @@ def test_cluster_test_finds_cluster_with_properties():
     z[20:50, 30:60] = 3.5
     z[35, 45] = 5.0
     z[100:103, 100:103] = 3.0
-    res = cluster_test(z, 5.0, threshold=2.7)
+    res = cluster_test(z, 5.0, cluster_threshold=2.7)
     assert len(res.clusters) == 2
     big = res.clusters[0]
     assert big.size == 900 and big.significant

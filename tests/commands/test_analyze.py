@@ -3,9 +3,10 @@
 import json
 
 import numpy as np
+import pytest
 from numpy.testing import assert_allclose
 
-from analysis.cli import analyze
+from commands.analyze import analyze
 from bubbles import BubbleSpec
 
 NO_FACE = "no mean stimulus for the figure background"
@@ -94,8 +95,49 @@ def test_analyze_errors(session_csv, tmp_path, capsys):
     assert analyze([str(session_csv), "--out", str(tmp_path / "x"),
                     "--method", "mean"]) == 2
     np.save(tmp_path / "z.npy", np.zeros((16, 16)))
-    assert analyze(["--ci", str(tmp_path / "z.npy"), "--out", str(tmp_path / "y")]) == 1
+    assert analyze(["--ci", str(tmp_path / "z.npy"), "--out", str(tmp_path / "y")]) == 2
     assert "--sigma is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opts, text", [
+    (["--sigma", "0"], "--sigma must be > 0 pixels, got 0"),
+    (["--sigma", "-2"], "--sigma must be > 0 pixels"),
+    (["--cluster-threshold", "0"], "--cluster-threshold must be a z value in (0, 10]"),
+    (["--cluster-threshold", "50"], "--cluster-threshold must be a z value in (0, 10]"),
+    (["--cluster-threshold", "-1"], "--cluster-threshold must be a z value"),
+    (["--p", "1.5"], "--p must lie in (0, 1)"),
+    (["--null", "permutation", "--n-permutations", "-5"], "--n-permutations must be >= 2"),
+])
+def test_bad_options_are_usage_errors_and_write_nothing(session_csv, tmp_path, capsys,
+                                                        opts, text):
+    out = tmp_path / "x"
+    assert analyze([str(session_csv), "--out", str(out), "--quiet"] + opts) == 2
+    assert text in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_analyze_tests_with_the_sigma_given(session_csv, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert analyze([str(session_csv), "--out", str(out), "--quiet", "--sigma", "6"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bands"][0]["sigma"] == 6
+    assert any("testing with sigma 6 px, not the session's bubble sigma [3.0]" in w
+               for w in summary["warnings"])
+
+
+def test_analyze_names_the_file_mistakes(session_csv, tmp_path, capsys):
+    sidecar = session_csv.with_suffix(".json")
+    assert analyze([str(sidecar), "--out", str(tmp_path / "x")]) == 2
+    assert f"is a session's sidecar: give the session CSV beside it ({session_csv.name})" \
+        in capsys.readouterr().err
+    (tmp_path / "f").write_text("keep")
+    assert analyze([str(session_csv), "--out", str(tmp_path / "f" / "o")]) == 1
+    assert "is a file" in capsys.readouterr().err
+    (tmp_path / "t.npz").write_text("text, not numbers")
+    assert analyze(["--ci", str(tmp_path / "t.npz"), "--sigma", "3", "--out",
+                    str(tmp_path / "y")]) == 1
+    assert "t.npz is not a readable .npz archive" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_analyze_existing_ci_npy(tmp_path):

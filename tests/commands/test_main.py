@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from bubbles.cli import COMMANDS, main
+from commands.main import COMMANDS, main
 
 
 def test_help_lists_every_command(capsys):
@@ -18,7 +18,7 @@ def test_unknown_command_fails_clearly(capsys):
 
 def test_console_script_imports_no_heavy_module():
     # `bubbles --help` must not import psychopy or torch (they load lazily per command)
-    code = ("import sys; from bubbles.cli import main; main(['--help']);"
+    code = ("import sys; from commands.main import main; main(['--help']);"
             "print('psychopy' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()

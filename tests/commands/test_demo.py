@@ -16,7 +16,7 @@ def _psychopy_home(tmp_path, monkeypatch):
 
 
 def test_demo_pipeline_end_to_end(tmp_path):
-    from bubbles.demo import main
+    from commands.demo import main
 
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--trials", "24", "--n-masks", "128",
@@ -35,8 +35,17 @@ def test_demo_pipeline_end_to_end(tmp_path):
 
 
 def test_demo_rejects_unknown_steps(capsys):
-    from bubbles.demo import main
+    from commands.demo import main
 
-    with pytest.raises(SystemExit):
-        main(["--steps", "stimuli,plots"])
+    assert main(["--steps", "stimuli,plots"]) == 2
     assert "unknown step(s) ['plots']" in capsys.readouterr().err
+
+
+def test_demo_refuses_an_out_that_is_a_file(tmp_path, capsys):
+    from commands.demo import main
+
+    f = tmp_path / "taken"
+    f.write_text("a person's notes")
+    assert main(["--out", str(f / "demo"), "--steps", "stimuli"]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert f.read_text() == "a person's notes"

@@ -1,4 +1,5 @@
-"""Shared seeded fixtures for the analysis tests."""
+"""Shared seeded fixtures: specs, centres, session files written as experiments writes
+them, the embedded Stat4Ci data."""
 
 import csv
 import json
@@ -7,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bubbles_data
 from bubbles import BubbleSpec, sample_centers
 
-STAT4CI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "stat4ci"
 
 CSV_COLUMNS = ["participant", "session", "trial", "block", "stimulus_id", "identity",
                "expression", "key", "response", "correct", "rt", "n_bubbles",
@@ -35,10 +36,8 @@ def small_centers(small_spec):
 
 @pytest.fixture
 def stat4ci_dir():
-    if not STAT4CI.is_dir():
-        pytest.skip(f"Stat4Ci demo data not found at {STAT4CI} (the shared/ folder "
-                    "beside the repository holds it)")
-    return STAT4CI
+    """The embedded Stat4Ci demo files (data/stat4ci, installed with the package)."""
+    return bubbles_data.path("stat4ci/GenderFG.tiff").parent
 
 
 def write_session(folder, spec, n_trials=60, *, seed=11, counts=None, rng_seed=0,

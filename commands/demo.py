@@ -1,8 +1,10 @@
 """``bubbles demo``: the whole pipeline on the embedded defaults.
 
-Part of the command-line layer (like :mod:`bubbles.cli`): each step imports the package
-it drives only when it runs, and calls the same function as the matching ``bubbles``
-subcommand, so the demo exercises exactly what a lab runs.
+A script of ``bubbles`` commands, in the command layer on top of every package: each
+step calls the entry point of the matching subcommand (:mod:`commands.run`,
+:mod:`commands.analyze`, :mod:`commands.ann`, :mod:`commands.compare`) with the
+arguments a lab would type, imported only when the step runs, so the demo exercises
+exactly what a lab runs and works without torch until a network step.
 
 Steps, each writing into its own folder under ``--out``:
 
@@ -12,8 +14,8 @@ Steps, each writing into its own folder under ``--out``:
    linear-template observer of ``analysis.simulate``, standing in for a participant)
    and the embedded network (``bubbles run --simulate template|model``);
 3. ``analysis/``  their diagnostic images with the Stat4Ci tests (``bubbles analyze``);
-4. ``stat4ci/``   the published tests on the real 2001 classification images, when
-   ``../shared/data/stat4ci`` is there (``bubbles analyze --ci``);
+4. ``stat4ci/``   the published tests on the real 2001 classification images shipped
+   in ``data/stat4ci`` (``bubbles analyze --ci``);
 5. ``probe/``     diagnostic images of every channel of a conv layer of the network,
    from the same BubbleSpec (``bubbles ann probe``);
 6. ``attribution/`` occlusion, saliency and integrated gradients (``bubbles ann attribute``);
@@ -30,9 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+import bubbles_data
+from bubbles import (BubbleSpec, bubble_stimuli, default_faces, render_masks,
+                     sample_centers, save_contact_sheet)
+
+from .common import DataError, prepare_out, run_command
+
 STEPS = ("stimuli", "session", "analysis", "stat4ci", "probe", "attribution", "compare")
 OBSERVERS = {"person": "template", "network": "model"}   # participant id -> --simulate
-STAT4CI = Path(__file__).resolve().parents[2] / "shared" / "data" / "stat4ci"
 
 # The session every observer sits: single-scale bubbles (sigma 10 px) so that one map per
 # observer compares directly with the network's units; short frames (nobody watches).
@@ -63,12 +70,12 @@ fullscreen = false
 
 def _check(code, what):
     if code:
-        raise RuntimeError(f"demo step failed: {what} (exit status {code})")
+        raise DataError(f"demo step failed: {what} (exit status {code})")
 
 
 def run_sessions(out_dir, *, trials, seed):
     """Both observers sit the demo session; returns {observer: session CSV path}."""
-    from experiments.cli import run
+    from .run import run
 
     config = Path(out_dir) / "demo_task.toml"
     config.write_text(DEMO_TASK.format(trials=trials))
@@ -84,7 +91,7 @@ def run_sessions(out_dir, *, trials, seed):
 
 def analyze_sessions(csvs, out_dir):
     """Each session's main block into ``out_dir/<observer>/``."""
-    from analysis.cli import analyze
+    from .analyze import analyze
 
     for who, csv in csvs.items():
         _check(analyze([str(csv), "--out", str(Path(out_dir) / who), "--block", "main",
@@ -92,21 +99,21 @@ def analyze_sessions(csvs, out_dir):
 
 
 def stat4ci(out_dir):
-    from analysis.cli import analyze
+    from .analyze import analyze
 
-    if not STAT4CI.is_dir():
-        print(f"[stat4ci] skipped: {STAT4CI} not found")
-        return
+    def data(name):
+        return str(bubbles_data.path(f"stat4ci/{name}"))
+
     for task in ("Gender", "Exnex"):
-        _check(analyze(["--ci", str(STAT4CI / f"{task}FG.tiff"),
-                        "--search-region", str(STAT4CI / "facemask.tiff"),
-                        "--sigma", "20", "--background", str(STAT4CI / "w1H.jpg"),
+        _check(analyze(["--ci", data(f"{task}FG.tiff"),
+                        "--search-region", data("facemask.tiff"),
+                        "--sigma", "20", "--background", data("w1H.jpg"),
                         "--out", str(Path(out_dir) / task.lower()), "--force"]),
                f"bubbles analyze --ci {task}FG.tiff")
 
 
 def probe(out_dir, *, n_masks, seed, layer="features.conv3"):
-    from ann_bridge.cli import main as ann
+    from .ann import main as ann
 
     _check(ann(["probe", "--layer", layer, "--n-masks", str(n_masks), "--sigma", "10",
                 "--n-bubbles", "40", "--bands", "0", "--seed", str(seed), "--device", "cpu",
@@ -115,7 +122,7 @@ def probe(out_dir, *, n_masks, seed, layer="features.conv3"):
 
 
 def attribute(out_dir, *, stimulus="id00_happy"):
-    from ann_bridge.cli import main as ann
+    from .ann import main as ann
 
     for method in ("occlusion", "saliency", "ig"):
         _check(ann(["attribute", "--method", method, "--stimulus", stimulus, "--device",
@@ -130,14 +137,14 @@ def attribution_stems(out_dir, stimulus="id00_happy"):
     for method in ("occlusion", "saliency", "ig"):
         found = sorted((Path(out_dir) / method).glob(f"*_{stimulus}.npz"))
         if not found:
-            raise RuntimeError(f"no {method} map of {stimulus} in {out_dir}: run the "
+            raise DataError(f"no {method} map of {stimulus} in {out_dir}: run the "
                                f"'attribution' step first")
         stems[method] = found[0].with_suffix("")
     return stems
 
 
 def compare(out_dir, analyses, probe_stem, attributions):
-    from analysis.compare import main as compare_main
+    from .compare import main as compare_main
 
     person, network = (analyses[w] / "ci.npz" for w in ("person", "network"))
     names = {"occlusion": "occlusion", "saliency": "saliency",
@@ -156,9 +163,6 @@ def compare(out_dir, analyses, probe_stem, attributions):
 
 def stimuli_sheet(out_dir, *, seed=0):
     """Contact sheet: faces, bubbled faces, their masks, 5-band bubbled faces (rows)."""
-    from bubbles import (BubbleSpec, bubble_stimuli, default_faces, render_masks,
-                         sample_centers, save_contact_sheet)
-
     faces = default_faces()
     picks = [0, 4, 8, 9, 13, 17]      # two identities per expression, in order
     spec = BubbleSpec(shape=faces.shape, sigma=10.0, n_bubbles=30, background=0.5)
@@ -179,7 +183,7 @@ def stimuli_sheet(out_dir, *, seed=0):
     return path
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="bubbles demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/demo", help="output folder")
@@ -190,15 +194,28 @@ def main(argv=None):
     parser.add_argument("--n-masks", type=int, default=4000,
                         help="bubbled images shown to the network's units")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = sorted(set(steps) - set(STEPS))
+    return parser
+
+
+def _steps(args):
+    return [s.strip() for s in args.steps.split(",") if s.strip()]
+
+
+def _usage(args):
+    unknown = sorted(set(_steps(args)) - set(STEPS))
     if unknown:
-        parser.error(f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}")
-    out = Path(args.out)
+        return f"--steps: unknown step(s) {unknown}; expected some of {list(STEPS)}"
+    if args.trials < 1 or args.n_masks < 1:
+        return f"--trials and --n-masks must be >= 1, got {args.trials} and {args.n_masks}"
+    return None
+
+
+def _demo(args):
+    steps = _steps(args)
+    out = prepare_out(args.out)
     folders = {step: out / step for step in STEPS}
     for step in steps:
-        folders[step].mkdir(parents=True, exist_ok=True)
+        prepare_out(folders[step])
     t0 = time.perf_counter()
 
     def say(step, text):
@@ -214,8 +231,8 @@ def main(argv=None):
     if "analysis" in steps:
         missing = [w for w, c in csvs.items() if c is None]
         if missing:
-            parser.error(f"no session of {missing} in {folders['session']}: "
-                         f"run the 'session' step first")
+            raise DataError(f"no session of {missing} in {folders['session']}: run the "
+                            "'session' step first")
         analyze_sessions(csvs, folders["analysis"])
         say("analysis", ", ".join(str(d / "ci.png") for d in analyses.values()))
     if "stat4ci" in steps:
@@ -234,6 +251,13 @@ def main(argv=None):
         say("compare", folders["compare"] / "compare.png")
     print(f"demo finished in {time.perf_counter() - t0:.0f} s; results in {out}/")
     return 0
+
+
+def main(argv=None):
+    """Entry point of ``bubbles demo``; returns the exit status (0 done, 1 a step or
+    data error, 2 a usage error)."""
+    return run_command("demo", build_parser(), _demo,
+                       sys.argv[1:] if argv is None else argv, usage_check=_usage)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,16 +1,16 @@
-"""The ``bubbles`` command.
+"""The ``bubbles`` command: the dispatcher.
 
-Each subcommand lives in the package it belongs to and is imported only when it runs,
-so ``bubbles analyze`` works without psychopy or torch installed:
+Each subcommand is a module of this package, imported only when it runs, so
+``bubbles analyze`` works without psychopy or torch installed:
 
 =============  ===========================  =====================================
 command        module                       what it does
 =============  ===========================  =====================================
-demo           bubbles.demo                 the whole pipeline on the embedded defaults
-run            experiments.cli              the PsychoPy session (people or simulated)
-analyze        analysis.cli                 diagnostic images and their statistics
-compare        analysis.compare             human vs model vs voxel diagnostic images
-ann            ann_bridge.cli               train / probe / attribute networks
+demo           commands.demo                the whole pipeline on the embedded defaults
+run            commands.run                 the PsychoPy session (people or simulated)
+analyze        commands.analyze             diagnostic images and their statistics
+compare        commands.compare             human vs model vs voxel diagnostic images
+ann            commands.ann                 train / probe / attribute networks
 =============  ===========================  =====================================
 """
 
@@ -19,13 +19,15 @@ from __future__ import annotations
 import importlib
 import sys
 
+from bubbles import __version__
+
 # command -> (module, function, one-line help)
 COMMANDS = {
-    "demo": ("bubbles.demo", "main", "run the whole pipeline on the embedded defaults"),
-    "run": ("experiments.cli", "run", "run a bubbles session (PsychoPy window)"),
-    "analyze": ("analysis.cli", "analyze", "diagnostic images and statistics"),
-    "compare": ("analysis.compare", "main", "compare two diagnostic images"),
-    "ann": ("ann_bridge.cli", "main", "networks: train | probe | attribute"),
+    "demo": ("commands.demo", "main", "run the whole pipeline on the embedded defaults"),
+    "run": ("commands.run", "run", "run a bubbles session (PsychoPy window)"),
+    "analyze": ("commands.analyze", "analyze", "diagnostic images and statistics"),
+    "compare": ("commands.compare", "main", "compare two diagnostic images"),
+    "ann": ("commands.ann", "main", "networks: train | probe | attribute"),
 }
 
 
@@ -43,7 +45,6 @@ def main(argv=None):
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from bubbles import __version__
         print(f"bubbles {__version__}")
         return 0
     name = argv[0]
