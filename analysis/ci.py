@@ -13,8 +13,9 @@ One engine serves one observer's key presses and thousands of voxels or network 
 
 Edges. The smoothing matrices implement **zero padding**, which is exactly what a
 mask-based image does (no centre ever lies outside the image), so the weighted sum is
-the sum of the masks; the darkening of edge pixels that zero padding causes
-(REFERENCES section 1) is removed in the z step by dividing each pixel by its own
+the sum of the masks; the darkening of edge pixels that zero padding causes (a pixel
+near the edge has fewer possible centres around it, so its smoothed field is smaller
+and less variable) is removed in the z step by dividing each pixel by its own
 kernel energy ``e(x) = sum over eligible centre pixels c of f(x - c)^2`` instead of the
 global ``sum(f^2)``. Eligible pixels are the spec's search region (else the image).
 
@@ -30,7 +31,7 @@ with ``s(x) = sum_c f(x - c)`` over eligible pixels and
 centres (sampling without replacement), so the pixel indicators of a trial are
 negatively correlated (covariance ``-p (1 - p) / (N - 1)``) and the smoothed field has
 slightly less variance than ``p (1 - p) e(x)``. For a fixed count and z-scored responses
-this is the ZTransSCi formula of REFERENCES section 2 (``v = sum f^2`` away from the
+this is the ZTransSCi formula of Chauvin et al. (2005) (``v = sum f^2`` away from the
 edges) up to that finite-population term, ``(sum f)^2 / N`` against ``sum f^2``: 1 % of
 z for 256 x 256 at sigma 10, more for small images or large bubbles. With it the
 analytic z agrees with the permutation z. It is invariant to the scale of ``w`` and ``f``.

@@ -1,6 +1,6 @@
 """Compare diagnostic images: human vs model, human vs voxel, unit vs voxel.
 
-Scoring follows REFERENCES section 4:
+Scoring, as model-brain benchmarks score a model against a noisy human measurement:
 
 * Pearson and Spearman correlation of the two maps over pixels (all bands flattened
   together; optionally inside a region), after smoothing both alike with the same
@@ -432,7 +432,8 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
     smoothing, region : see :func:`correlate`
     n_permutations, n_splits : int
         0 permutations skips the p-value.
-    seed : int
+    seed : int, SeedSequence or Generator
+        The split halves and the permutations draw from two independent streams of it.
     method : str, optional
         Classification-image method for the ceiling and the null (default: A's method
         (``a.method``) when it is one of classification_image's, else 'regression').
@@ -497,7 +498,8 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
     if method is None:
         method = ia.method if ia.method in METHODS else "regression"
     info.update(method=method, n_trials=len(r))
-    res.ceiling = noise_ceiling(spec, centers, r, n_splits=n_splits, seed=seed,
+    split_rng, null_rng = np.random.default_rng(seed).spawn(2)   # two independent streams
+    res.ceiling = noise_ceiling(spec, centers, r, n_splits=n_splits, seed=split_rng,
                                 smoothing=smoothing, region=region, method=method)
     value = res.ceiling_value
     res.score = float(pear[best] / value) if value > 0 else None
@@ -510,7 +512,7 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
             UserWarning, stacklevel=2)
     if n_permutations:
         null = permutation_null(spec, centers, r, zb, n_permutations=n_permutations,
-                                seed=seed + 1, smoothing=smoothing, region=region,
+                                seed=null_rng, smoothing=smoothing, region=region,
                                 method=method)
         n = len(null)
         with np.errstate(invalid="ignore"):
