@@ -16,13 +16,15 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
-# Xvfb and an OpenGL driver for the PsychoPy window; libjack for psychtoolbox's keyboard.
+# Xvfb and an OpenGL driver for the PsychoPy window; libjack for psychtoolbox's keyboard;
+# xdotool to press keys in the window test (tests/experiments/test_x_keys.py).
 system-deps:
 	@if ! command -v xvfb-run >/dev/null 2>&1 || ! command -v xauth >/dev/null 2>&1 || \
+	    ! command -v xdotool >/dev/null 2>&1 || \
 	    ! dpkg -s libgl1-mesa-dri libjack-jackd2-0 >/dev/null 2>&1; then \
-	  echo "installing xvfb xauth libgl1-mesa-dri libjack-jackd2-0"; \
+	  echo "installing xvfb xauth xdotool libgl1-mesa-dri libjack-jackd2-0"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends xvfb xauth libgl1-mesa-dri libjack-jackd2-0; \
+	    --no-install-recommends xvfb xauth xdotool libgl1-mesa-dri libjack-jackd2-0; \
 	fi
 
 demo: $(STAMP) system-deps

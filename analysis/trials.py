@@ -2,19 +2,11 @@
 
 Behaviour, fMRI events and network probes produce or consume this same table. It is
 built from arrays (:meth:`TrialTable.from_arrays`) or read from a session's files
-(:meth:`TrialTable.read`), whose format is fixed in ``docs/interfaces.md``:
-
-``<stem>.csv``
-    one row per trial, appended and fsynced as each trial ends (columns: participant,
-    session, trial, block, stimulus_id, identity, expression, key, response, correct,
-    rt, n_bubbles, quest_intensity, quest_mean, quest_sd, mask_seed, mask_index,
-    frames_shown, dropped_frames, onset, psychopyVersion, frameRate, expName, date).
-``<stem>_centers.jsonl``
-    one JSON object per trial: ``{"trial": t, "mask_seed": s, "mask_index": i,
-    "centers": [[[row, col], ...] per band]}``.
-``<stem>.json``
-    sidecar with ``"format": "bubbles.session"``, ``"version": 1`` and ``"spec"`` (the
-    base spec; trial t used ``spec.replace(n_bubbles=row.n_bubbles)``).
+(:meth:`TrialTable.read`), whose format and rules for damaged lines are those of
+:mod:`analysis.session_files` (docs/interfaces.md): the CSV (one row per trial), the
+centres file (one JSON record per trial) and the sidecar (``"format":
+"bubbles.session"``, ``"version": 1`` and ``"spec"``, the base spec; trial t used
+``spec.replace(n_bubbles=row.n_bubbles)``).
 
 Centres are regenerated from ``(spec, mask_seed, mask_index, n_bubbles)`` with
 :func:`bubbles.sample_centers`; when the centres file exists the recorded centres are
@@ -24,9 +16,6 @@ not be trusted).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,45 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["TrialTable", "session_paths"]
+from bubbles import BubbleSpec, center_maps, load_source, sample_centers
 
-SESSION_FORMAT = "bubbles.session"
-SESSION_VERSION = 1
+from .session_files import MASK_COLUMNS, read_session, session_paths
+
+__all__ = ["TrialTable"]
+
 _CENTER_MODES = ("auto", "regenerate", "recorded")
-
-
-def session_paths(csv_path):
-    """The session's files from its CSV path: dict with 'csv', 'sidecar', 'centers'."""
-    p = Path(csv_path)
-    stem = p.with_suffix("") if p.suffix.lower() == ".csv" else p
-    return {"csv": stem.with_name(stem.name + ".csv"),
-            "sidecar": stem.with_name(stem.name + ".json"),
-            "centers": stem.with_name(stem.name + "_centers.jsonl")}
-
-
-def _read_csv_tolerant(path):
-    """Read the CSV; drop a half-written last line (crash mid-write) with a warning."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        text = fh.read()
-    if not text.strip():
-        raise ValueError(f"session file {path} is empty")
-    rows = list(csv.reader(io.StringIO(text)))
-    header = rows[0]
-    body = [r for r in rows[1:] if r]
-    if not body:
-        raise ValueError(f"session file {path} has a header but no trials")
-    complete_end = text.endswith("\n") or text.endswith("\r")
-    last = body[-1]
-    if len(last) != len(header) or not complete_end:
-        warnings.warn(f"{path}: ignoring a half-written last line (trial interrupted "
-                      f"while being written): {','.join(last)[:80]!r}", stacklevel=3)
-        body = body[:-1]
-    for i, r in enumerate(body):
-        if len(r) != len(header):
-            raise ValueError(f"{path}: line {i + 2} has {len(r)} fields, the header has "
-                             f"{len(header)}; the file is damaged")
-    frame = pd.DataFrame(body, columns=header)
-    return frame.apply(_convert_column)
 
 
 def _convert_column(col):
@@ -83,23 +40,6 @@ def _convert_column(col):
     if num.notna().sum() == col.replace({"": np.nan}).notna().sum():
         return num
     return col
-
-
-def _read_jsonl_tolerant(path):
-    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}: ignoring a half-written last line", stacklevel=3)
-                break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON; the file is "
-                             "damaged") from None
-    return out
 
 
 @dataclass
@@ -146,8 +86,6 @@ class TrialTable:
     def from_arrays(cls, spec, centers, **columns):
         """Build a table from centres (as :func:`bubbles.sample_centers` gives, or ragged
         per band) and equal-length columns (``correct=..., rt=..., stimulus_id=...``)."""
-        from bubbles import BubbleSpec
-
         if not isinstance(spec, BubbleSpec):
             raise TypeError(f"spec must be a bubbles.BubbleSpec, got {type(spec).__name__}")
         per_band = list(centers) if spec.multiscale else [centers]
@@ -178,15 +116,22 @@ class TrialTable:
     def read(cls, csv_path, *, centers="auto", stimuli=None):
         """Read a session written by ``experiments`` (see the module docstring).
 
+        The files are read by :func:`analysis.session_files.read_session`: a
+        half-written last line (a crash while a trial was being written) is dropped
+        with a ``UserWarning``; any other damage is refused naming the file, the line
+        and the column (a ``correct`` other than 0 or 1, trial numbers that skip or
+        repeat, a ``n_bubbles`` that is not a whole number, a CSV cut in the middle,
+        centres missing for recorded trials ...).
+
         Parameters
         ----------
         csv_path : path
-            ``<stem>.csv``; the sidecar ``<stem>.json`` and centres
-            ``<stem>_centers.jsonl`` are found by stem.
+            ``<stem>.csv`` (or any file of the session); the sidecar ``<stem>.json`` and
+            centres ``<stem>_centers.jsonl`` are found by stem.
         centers : {'auto', 'regenerate', 'recorded'}
-            'regenerate': from the seeds (no centres file needed); 'recorded': from the
-            centres file; 'auto' (default): regenerate, and check against the centres
-            file when it exists.
+            'regenerate': from the seeds (the centres file is not read); 'recorded':
+            from the centres file; 'auto' (default): regenerate, and check against the
+            centres file when it exists.
         stimuli : StimulusSet, optional
             Checks every stimulus_id is in the set and the image shape matches the spec.
 
@@ -194,63 +139,36 @@ class TrialTable:
         -------
         TrialTable
         """
-        from bubbles import BubbleSpec
-
         if centers not in _CENTER_MODES:
             raise ValueError(f"'centers' must be one of {list(_CENTER_MODES)}. "
                              f"{centers!r} was provided.")
         paths = session_paths(csv_path)
-        if not paths["csv"].exists():
-            raise FileNotFoundError(f"session file {paths['csv']} does not exist")
-        if not paths["sidecar"].exists():
-            raise FileNotFoundError(f"session sidecar {paths['sidecar']} does not exist "
-                                    f"(it holds the BubbleSpec of {paths['csv'].name})")
-        try:
-            sidecar = json.loads(paths["sidecar"].read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"session sidecar {paths['sidecar']} is not valid JSON: "
-                             f"{exc}") from None
-        if sidecar.get("format") != SESSION_FORMAT:
-            raise ValueError(f"{paths['sidecar']} must have format {SESSION_FORMAT!r}, got "
-                             f"{sidecar.get('format')!r}")
-        if sidecar.get("version") != SESSION_VERSION:
-            raise ValueError(f"{paths['sidecar']}: session format version "
-                             f"{sidecar.get('version')!r} is not supported (reads "
-                             f"{SESSION_VERSION})")
+        if not paths["csv"].is_file():
+            raise FileNotFoundError(f"session file {str(paths['csv'])!r} does not exist"
+                                    f" (give the session's .csv)")
+        found = read_session(paths["csv"], required=MASK_COLUMNS,
+                             centers={"auto": None, "regenerate": False,
+                                      "recorded": True}[centers])
+        for message in found.dropped:
+            warnings.warn(f"{message} (in {paths['csv'].parent}; the trial interrupted "
+                          f"while being written is left out)", stacklevel=2)
+        if not found.rows:
+            raise ValueError(f"session file {str(paths['csv'])!r} has a header but no "
+                             f"complete trial")
+        sidecar = found.sidecar
         if "spec" not in sidecar:
-            raise ValueError(f"{paths['sidecar']} has no 'spec' entry")
+            raise ValueError(f"{str(paths['sidecar'])!r} has no 'spec' entry")
         spec = BubbleSpec.from_dict(sidecar["spec"])
-        frame = _read_csv_tolerant(paths["csv"])
-        needed = ["trial", "n_bubbles", "mask_seed", "mask_index"]
-        missing = [c for c in needed if c not in frame]
-        if missing:
-            raise ValueError(f"{paths['csv']} lacks column(s) {missing}; needed to rebuild "
-                             "the masks")
-        for col in needed:
-            vals = frame[col]
-            if vals.dtype.kind not in "iuf" or vals.isna().any() or (vals < 0).any():
-                bad = frame.index[pd.to_numeric(vals, errors="coerce").isna()
-                                  | (pd.to_numeric(vals, errors="coerce") < 0)]
-                raise ValueError(f"{paths['csv']}: column {col!r} must hold integers >= 0;"
-                                 f" bad value(s) at trial row(s) {bad[:5].tolist()}")
-            frame[col] = vals.astype(np.int64)
-        dup = frame["trial"].duplicated()
-        if dup.any():
-            raise ValueError(f"{paths['csv']}: trial number(s) "
-                             f"{frame['trial'][dup].unique()[:5].tolist()} appear more "
-                             "than once (a resumed session duplicated trials)")
-        recorded = None
-        if centers in ("auto", "recorded"):
-            if paths["centers"].exists():
-                recorded = {int(d["trial"]): d for d in _read_jsonl_tolerant(paths["centers"])}
-            elif centers == "recorded":
-                raise FileNotFoundError(f"centres file {paths['centers']} does not exist")
+        frame = pd.DataFrame(found.rows, columns=found.header, dtype=object)
+        frame = frame.astype(str).apply(_convert_column)
+        for col in MASK_COLUMNS:        # whole numbers, checked by the reader
+            frame[col] = frame[col].astype(np.int64)
         if centers == "recorded":
-            per_band = _recorded_centers(frame, recorded, spec, paths["centers"])
+            per_band = _recorded_centers(found.centers, spec, paths["centers"])
         else:
             per_band = _regenerate(frame, spec)
-            if recorded is not None:
-                _check_recorded(frame, recorded, per_band, spec, paths["centers"])
+            if found.centers is not None:
+                _check_recorded(frame, found.centers, per_band, spec, paths["centers"])
         table = cls(data=frame.reset_index(drop=True), spec=spec, centers=per_band,
                     sidecar=sidecar, path=paths["csv"])
         if stimuli is not None:
@@ -307,7 +225,6 @@ class TrialTable:
 
     def center_maps(self):
         """Sparse centre maps (csr per band, or one csr for a single-scale spec)."""
-        from bubbles import center_maps
         return center_maps(self.spec, self.center_list())
 
     def mean_stimulus(self):
@@ -338,8 +255,6 @@ class TrialTable:
             return none("the session sidecar records no config.stimuli.source")
         if "stimulus_id" not in self.data:
             return none("the session has no 'stimulus_id' column")
-        from bubbles import load_source
-
         path = getattr(self, "path", None)
         base = Path(path).parent if path is not None else None
         try:
@@ -376,8 +291,6 @@ class TrialTable:
 
 def _regenerate(frame, spec):
     """Centres of every row from (spec, mask_seed, mask_index, n_bubbles)."""
-    from bubbles import sample_centers
-
     n = len(frame)
     per_band = [[None] * n for _ in range(spec.n_bands)]
     keys = frame[["n_bubbles", "mask_seed"]].to_numpy()
@@ -399,42 +312,30 @@ def _regenerate(frame, spec):
     return per_band
 
 
-def _recorded_rows(frame, recorded, path):
-    out = []
-    for t in frame["trial"]:
-        d = recorded.get(int(t))
-        if d is None:
-            raise ValueError(f"{path} has no centres for trial {int(t)}")
-        out.append(d)
-    return out
-
-
-def _recorded_centers(frame, recorded, spec, path):
-    rows = _recorded_rows(frame, recorded, path)
+def _recorded_centers(records, spec, path):
+    """Centres per band from the centres records (one per row, in row order)."""
     per_band = [[] for _ in range(spec.n_bands)]
-    for d in rows:
-        bands = d["centers"]
-        if len(bands) != spec.n_bands:
-            raise ValueError(f"{path}: trial {d['trial']} has {len(bands)} band(s) of "
+    for d in records:
+        bands = d.get("centers")
+        if not isinstance(bands, list) or len(bands) != spec.n_bands:
+            got = len(bands) if isinstance(bands, list) else bands
+            raise ValueError(f"{str(path)!r}: trial {d['trial']} has {got!r} band(s) of "
                              f"centres, the spec has {spec.n_bands}")
         for b, c in enumerate(bands):
             per_band[b].append(np.asarray(c, dtype=np.float64).reshape(-1, 2))
     return per_band
 
 
-def _check_recorded(frame, recorded, per_band, spec, path):
-    """Compare recorded centres with the regenerated ones where both exist."""
-    for pos, t in enumerate(frame["trial"]):
-        d = recorded.get(int(t))
-        if d is None:
-            continue   # the centres line was lost in a crash: regenerated ones are used
-        bands = d["centers"]
+def _check_recorded(frame, records, per_band, spec, path):
+    """Compare the recorded centres with the regenerated ones, trial by trial."""
+    for pos, d in enumerate(records):
+        bands = d.get("centers") or []
         for b in range(spec.n_bands):
             rec = np.asarray(bands[b] if b < len(bands) else [], float).reshape(-1, 2)
             gen = per_band[b][pos]
             if rec.shape != gen.shape or not np.allclose(rec, gen, atol=1e-6):
                 raise ValueError(
-                    f"{path}: recorded centres of trial {int(t)} (band {b}) differ from "
-                    "those regenerated from mask_seed/mask_index/n_bubbles with the "
-                    "sidecar spec; the spec or the sampling code changed. Read with "
-                    "centers='recorded' to use the recorded ones.")
+                    f"{path}: recorded centres of trial {int(d['trial'])} (band {b}) "
+                    "differ from those regenerated from mask_seed/mask_index/n_bubbles "
+                    "with the sidecar spec; the spec or the sampling code changed. Read "
+                    "with centers='recorded' to use the recorded ones.")

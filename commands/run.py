@@ -9,10 +9,15 @@
 Without ``--participant`` a dialog (``psychopy.gui.DlgFromDict``) asks for the
 participant and session; cancelling it ends cleanly. ``--resume FILE`` continues an
 interrupted session from any of its files; its configuration, participant and session
-come from the sidecar. ``--decision-noise X`` adds Gaussian noise (SD ``X``, logit
-units) to the network's decisions of ``--simulate model``, to bring its accuracy near
-a person's. ``--simulate`` runs the identical session, window included
-(under ``xvfb-run`` when there is no display), with a simulated observer.
+come from the sidecar (a session whose trials are all recorded but whose end was not is
+only finished, with no window). ``--decision-noise X`` adds Gaussian noise (SD ``X``,
+logit units) to the network's decisions of ``--simulate model``, to bring its accuracy
+near a person's. ``--simulate`` runs the identical session, window included (under
+``xvfb-run`` when there is no display), with a simulated observer.
+
+Exit status (:func:`commands.common.run_command`): 0 the session completed, was stopped
+with Escape, or the dialog was cancelled; 1 a configuration, file or setup error (the
+message names it); 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ import os
 import subprocess
 import sys
 
+from commands.common import DataError, run_command, warn
+from experiments.config import load_config
+from experiments.datafile import validate_participant
+from experiments.session import Session
+
 __all__ = ["build_parser", "run", "ask_participant", "dialog_problem"]
+
+NAME = "run"
 
 
 def build_parser():
@@ -38,13 +50,14 @@ def build_parser():
                    help="participant id, a BIDS label: letters and digits only "
                         "(asked in a dialog when left out)")
     p.add_argument("--session", metavar="N", type=int, default=None,
-                   help="session number (default 1)")
+                   help="session number, an integer >= 0 (default 1)")
     p.add_argument("--data-dir", metavar="DIR", default="data",
                    help="folder for the data files (default: data)")
     p.add_argument("--trials", metavar="N", type=int, default=None,
-                   help="number of main-block trials (overrides trials.main)")
+                   help="number of main-block trials, an integer >= 0 (overrides "
+                        "trials.main)")
     p.add_argument("--seed", metavar="N", type=int, default=None,
-                   help="base seed (overrides seed)")
+                   help="base seed, an integer in [0, 2**32 - 1] (overrides seed)")
     p.add_argument("--pilot", action="store_true",
                    help="pilot mode: a window instead of full screen")
     p.add_argument("--simulate", choices=("template", "scripted", "model"),
@@ -90,8 +103,6 @@ def ask_participant(session=1):
     """
     from psychopy import gui
 
-    from .datafile import validate_participant
-
     info = {"participant": "", "session": session}
     dlg = gui.DlgFromDict(info, title="bubbles run", sortKeys=False)
     if not dlg.OK:
@@ -110,86 +121,95 @@ def _display_missing():
             and not os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _no_display():
+    return DataError("no display (DISPLAY is not set). Run under a virtual display: "
+                     'xvfb-run -a -s "-screen 0 1024x768x24" bubbles run ...')
+
+
+def _usage_problem(args):
+    """What is wrong with the arguments themselves (exit 2), or None."""
+    noise = args.decision_noise
+    if noise is not None and args.simulate != "model":
+        return (f"--decision-noise applies to --simulate model only, got --simulate "
+                f"{args.simulate}")
+    if noise is not None and not (math.isfinite(noise) and noise >= 0):
+        return (f"--decision-noise must be a number >= 0 (SD of the noise on the "
+                f"network's logits), got {noise}")
+    if args.session is not None and args.session < 0:
+        return f"--session must be an integer >= 0, got {args.session}"
+    if args.trials is not None and args.trials < 0:
+        return f"--trials must be an integer >= 0 (main-block trials), got {args.trials}"
+    if args.seed is not None and not 0 <= args.seed <= 2 ** 32 - 1:
+        return f"--seed must be an integer in [0, 2**32 - 1], got {args.seed}"
+    if args.participant is not None and not args.resume:
+        try:   # a BIDS label: letters and digits only (checked before anything opens)
+            validate_participant(args.participant, name="--participant")
+        except ValueError as err:
+            return str(err)
+    return None
+
+
+def _session(args):
+    """The Session the arguments ask for (nothing opened or written yet); None when
+    the dialog was cancelled."""
+    if args.resume:
+        ignored = [f"--{name.replace('_', '-')}" for name in
+                   ("config", "participant", "session", "trials", "seed")
+                   if getattr(args, name) is not None]
+        if ignored:
+            warn(NAME, f"--resume continues the recorded session; ignoring "
+                       f"{', '.join(ignored)}")
+        return Session(resume=args.resume, simulate=args.simulate, pilot=args.pilot,
+                       decision_noise=args.decision_noise)
+    overrides = {}
+    if args.trials is not None:
+        overrides["trials.main"] = args.trials
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.pilot:
+        overrides["window.fullscreen"] = False
+    cfg = load_config(args.config, overrides)
+    if _display_missing():
+        raise _no_display()
+    participant = args.participant
+    number = 1 if args.session is None else args.session   # 0 is a session
+    if participant is None:
+        problem = dialog_problem()
+        if problem:
+            raise DataError(f"the participant dialog cannot open ({problem}); give the "
+                            f"participant with --participant ID [--session N]")
+        answer = ask_participant(number)
+        if answer is None:
+            return None
+        participant, number = answer
+    participant = validate_participant(participant, name="--participant")
+    return Session(cfg, participant, session=number, data_dir=args.data_dir,
+                   simulate=args.simulate, pilot=args.pilot,
+                   decision_noise=args.decision_noise)
+
+
+def _handle(args):
+    session = _session(args)
+    if session is None:
+        print(f"bubbles {NAME}: cancelled; nothing was recorded")
+        return 0
+    if session.trials_left and _display_missing():
+        raise _no_display()
+    try:
+        result = session.run()
+    except RuntimeError as err:     # a simulated observer that cannot start
+        raise DataError(str(err)) from None
+    return 0 if (result.completed or result.escaped) else 1
+
+
 def run(argv=None):
     """Entry point of ``bubbles run``; returns the exit status.
 
     0: the session completed, was stopped with escape, or the dialog was cancelled;
     1: a configuration, file or setup error (the message says which); 2: bad arguments.
     """
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error: argparse printed it
-        return int(exc.code or 0)
-
-    from .config import ConfigError, load_config
-    from .datafile import validate_participant
-    from .session import Session
-
-    noise = args.decision_noise
-    if noise is not None and args.simulate != "model":
-        print(f"bubbles run: --decision-noise applies to --simulate model only, got "
-              f"--simulate {args.simulate}", file=sys.stderr)
-        return 2
-    if noise is not None and not (math.isfinite(noise) and noise >= 0):
-        print(f"bubbles run: --decision-noise must be a number >= 0 (SD of the noise on "
-              f"the network's logits), got {noise}", file=sys.stderr)
-        return 2
-    if args.session is not None and args.session < 0:
-        print(f"bubbles run: --session must be an integer >= 0, got {args.session}",
-              file=sys.stderr)
-        return 2
-    if args.participant is not None and not args.resume:
-        try:   # a BIDS label: letters and digits only (checked before anything opens)
-            args.participant = validate_participant(args.participant,
-                                                    name="--participant")
-        except ValueError as err:
-            print(f"bubbles run: {err}", file=sys.stderr)
-            return 2
-    if _display_missing():
-        print("bubbles run: no display (DISPLAY is not set). Run under a virtual display: "
-              'xvfb-run -a -s "-screen 0 1024x768x24" bubbles run ...', file=sys.stderr)
-        return 1
-    try:
-        if args.resume:
-            ignored = [f"--{name.replace('_', '-')}" for name in
-                       ("config", "participant", "session", "trials", "seed")
-                       if getattr(args, name) is not None]
-            if ignored:
-                print(f"bubbles run: --resume continues the recorded session; ignoring "
-                      f"{', '.join(ignored)}", file=sys.stderr)
-            session = Session(resume=args.resume, simulate=args.simulate, pilot=args.pilot,
-                              decision_noise=noise)
-        else:
-            overrides = {}
-            if args.trials is not None:
-                overrides["trials.main"] = args.trials
-            if args.seed is not None:
-                overrides["seed"] = args.seed
-            if args.pilot:
-                overrides["window.fullscreen"] = False
-            cfg = load_config(args.config, overrides)
-            participant = args.participant
-            number = 1 if args.session is None else args.session   # 0 is a session
-            if participant is None:
-                problem = dialog_problem()
-                if problem:
-                    print(f"bubbles run: the participant dialog cannot open ({problem}); "
-                          f"give the participant with --participant ID [--session N]",
-                          file=sys.stderr)
-                    return 1
-                answer = ask_participant(number)
-                if answer is None:
-                    print("bubbles run: cancelled; nothing was recorded")
-                    return 0
-                participant, number = answer
-            session = Session(cfg, participant, session=number, data_dir=args.data_dir,
-                              simulate=args.simulate, pilot=args.pilot,
-                              decision_noise=noise)
-        result = session.run()
-    except (ConfigError, ValueError, OSError, RuntimeError) as err:
-        print(f"bubbles run: {err}", file=sys.stderr)
-        return 1
-    return 0 if (result.completed or result.escaped) else 1
+    argv = sys.argv[1:] if argv is None else argv
+    return run_command(NAME, build_parser(), _handle, argv, usage_check=_usage_problem)
 
 
 if __name__ == "__main__":  # pragma: no cover

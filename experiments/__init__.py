@@ -1,6 +1,6 @@
 """PsychoPy bubbles sessions: window, QUEST, responders and crash-safe data files.
 
-``bubbles run`` (:func:`experiments.cli.run`) shows bubbled faces, records expression
+``bubbles run`` (:func:`commands.run.run`) shows bubbled faces, records expression
 judgments, adapts the number of bubbles with QUEST and writes every trial to disk as
 it ends. The same session runs with a person at the keyboard or with a simulated
 observer (``--simulate template|scripted|model``).
@@ -12,8 +12,10 @@ Modules, one topic each:
 - :mod:`experiments.responders` — who answers: keyboard, scripted, template, model;
 - :mod:`experiments.presenter` — what draws: a PsychoPy window (or headless);
 - :mod:`experiments.session` — the session flow and QUEST;
-- :mod:`experiments.datafile` — CSV / centres / sidecar / BIDS files and resume repair;
-- :mod:`experiments.cli` — the command line.
+- :mod:`experiments.datafile` — writing the CSV / centres / sidecar / BIDS files, and
+  resume repair (the format and its reader are :mod:`analysis.session_files`).
+
+The command line is :mod:`commands.run`, on top of this package.
 
 PsychoPy is imported only inside functions, when a session starts, so importing this
 package (and reading its files) works without it.

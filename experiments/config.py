@@ -8,6 +8,13 @@ value given and what was expected::
 
     ConfigError: config key 'quest.pThreshold' must be a number in (0, 1), got 1.5
 
+Everything that could otherwise fail once the window is open is checked here too: each
+screen's text is formatted with sample values (a placeholder the screen does not fill,
+such as ``{contnue_key}``, or a stray brace fails at once), ``expName`` must be usable
+as a file name part (letters, digits, '_' and '-'), and the bubble counts must fit in
+the images' pixels (:func:`check_bubble_counts`; for a stimulus folder the session
+checks them once the images are loaded, still before anything opens).
+
 Examples
 --------
 >>> from experiments.config import load_config
@@ -24,14 +31,27 @@ import os
 import tomllib
 from pathlib import Path
 
-from bubbles.spec import APERTURES, OVERLAPS, POLARITIES
+from bubbles.faces import MIN_SIZE as FACES_MIN_SIZE
+from bubbles.spec import APERTURES, OVERLAPS, POLARITIES, BubbleSpec
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config",
-           "default_config"]
+from .datafile import validate_name
+
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "TEXT_FIELDS", "load_config",
+           "validate_config", "default_config", "check_bubble_counts"]
 
 #: Path of the default configuration (the expression task).
 DEFAULT_CONFIG = Path(__file__).with_name("expression_task.toml")
 
+
+#: The fields each screen's text is formatted with (``{mapping}`` is the participant's
+#: key mapping, ``{continue_key}`` the key that advances, ``{done}`` / ``{total}`` the
+#: main trials done and planned).
+TEXT_FIELDS = {"instructions": ("mapping", "continue_key"),
+               "practice_done": ("mapping", "continue_key"),
+               "break_message": ("mapping", "continue_key", "done", "total"),
+               "end": ("mapping", "continue_key")}
+_TEXT_SAMPLE = {"mapping": "happy: press F", "continue_key": "SPACE", "done": 75,
+                "total": 300}
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
@@ -44,6 +64,13 @@ def _fail(key, expected, value):
 # -- value checkers: (key, value) -> normalised value ----------------------------------
 def _is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _file_name(key, v):
+    try:
+        return validate_name(v, name=f"config key '{key}'")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _string(key, v):
@@ -150,11 +177,11 @@ def _background(key, v):
 
 
 SCHEMA = {
-    "expName": _string,
+    "expName": _file_name,
     "seed": _int(0, 2 ** 32 - 1),
     "stimuli.source": _string,
     "stimuli.n_identities": _int(1),
-    "stimuli.size": _int(16, 4096),
+    "stimuli.size": _int(FACES_MIN_SIZE, 4096),
     "stimuli.expressions": _str_list,
     "responses.keys": _key_list,
     "responses.counterbalance": _boolean,
@@ -306,7 +333,56 @@ def validate_config(cfg):
             if b["bands"] > 0 and len(b[name]) != b["bands"]:
                 _fail(f"bubbles.{name}", f"a scalar or one value per band "
                       f"({b['bands']})", b[name])
+    for key in TEXT_FIELDS:
+        _check_text(key, cfg["text"][key])
+    if cfg["stimuli"]["source"] == "faces":
+        size = cfg["stimuli"]["size"]
+        check_bubble_counts(cfg, (size, size))
     return cfg
+
+
+def _check_text(key, template):
+    """Format a screen's text with sample values of the fields the session fills."""
+    fields = TEXT_FIELDS[key]
+    allowed = ", ".join("{" + f + "}" for f in fields)
+    try:
+        template.format(**{f: _TEXT_SAMPLE[f] for f in fields})
+    except KeyError as err:
+        raise ConfigError(f"config key 'text.{key}' uses the placeholder "
+                          f"{{{err.args[0]}}}, which this screen does not fill; "
+                          f"placeholders allowed here: {allowed} (write {{{{ and }}}} for "
+                          f"a literal brace)") from None
+    except (IndexError, ValueError, AttributeError, TypeError) as err:
+        raise ConfigError(f"config key 'text.{key}' is not a valid text: {err}; "
+                          f"placeholders allowed here: {allowed} (write {{{{ and }}}} for "
+                          f"a literal brace)") from None
+
+
+def check_bubble_counts(cfg, shape):
+    """Refuse bubble counts that the images cannot hold (ConfigError naming the key).
+
+    A band's bubble centres are distinct pixels, so ``bubbles.n_bubbles``,
+    ``trials.practice_bubbles`` and ``quest.max_bubbles`` (the most QUEST may ask for)
+    must put at most ``H * W`` bubbles in every band. :func:`validate_config` calls it
+    for the embedded faces (``stimuli.size`` squared); a session calls it again with the
+    shape of the images it loaded, before anything opens.
+    """
+    h, w = (int(x) for x in shape)
+    b, pixels = cfg["bubbles"], h * w
+    counts = [("bubbles.n_bubbles", b["n_bubbles"]),
+              ("quest.max_bubbles", cfg["quest"]["max_bubbles"])]
+    if cfg["trials"]["practice_bubbles"]:
+        counts.append(("trials.practice_bubbles", cfg["trials"]["practice_bubbles"]))
+    for key, n in counts:
+        try:
+            most = max(BubbleSpec(shape=(h, w), sigma=b["sigma"], n_bubbles=n,
+                                  bands=b["bands"] or None).n_per_band)
+        except ValueError:
+            most = None
+        if most is None or most > pixels:
+            _fail(key, f"a count that puts at most {pixels} bubbles in each band (the "
+                       f"{h} x {w} images have {pixels} pixels, and a band's bubble "
+                       f"centres are distinct pixels)", n)
 
 
 def load_config(path=None, overrides=None):

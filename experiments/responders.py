@@ -21,13 +21,16 @@ Response(key='f', label='happy', rt=0.4)
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.simulate import TemplateObserver
+from bubbles import background_levels
+
 __all__ = ["Response", "Responder", "KeyboardResponder", "ScriptedResponder",
-           "TemplateResponder", "ModelResponder", "model_responder", "make_responder",
-           "image_backgrounds"]
+           "TemplateResponder", "ModelResponder", "model_responder", "make_responder"]
 
 
 @dataclass(frozen=True)
@@ -185,26 +188,6 @@ class ScriptedResponder(Responder):
         return keys[0]
 
 
-def image_backgrounds(images, background):
-    """Grey level of the hidden parts of each image's bubbled stimuli.
-
-    What :func:`bubbles.apply_bubbles` fills the hidden parts with: for ``'mean'`` each
-    image's own mean grey (computed exactly as ``apply_bubbles`` does), for a number
-    that grey level, for ``'noise'`` each image's mean (the noise is centred on it).
-
-    Returns
-    -------
-    float or ndarray of float32, shape (n_images,)
-    """
-    if isinstance(background, str):
-        if background not in ("mean", "noise"):
-            raise ValueError(f"background must be 'mean', 'noise' or a grey level in "
-                             f"[0, 1], got {background!r}")
-        images = np.asarray(images, dtype=np.float32)
-        return images.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
-    return float(background)
-
-
 class TemplateResponder(Responder):
     """A simulated observer that matches the drawn frame against templates.
 
@@ -219,7 +202,7 @@ class TemplateResponder(Responder):
     background : float or sequence of float
         Grey level of the hidden parts of the stimulus, passed to ``decide``: one value
         for every image, or one per image of the stimulus set (see
-        :func:`image_backgrounds`; the session then tells the responder which image
+        :func:`bubbles.background_levels`; the session then tells the responder which image
         is shown through :meth:`begin_trial`).
     rt : float or None
         Reaction time to report; None reports the time since onset from the clock.
@@ -253,19 +236,14 @@ class TemplateResponder(Responder):
             Expression labels the observer chooses among.
         background : 'mean', 'noise', float or sequence of float
             The session's ``bubbles.background``: the hidden parts of each stimulus are
-            taken to be the grey :func:`image_backgrounds` gives for its image.
+            taken to be the grey :func:`bubbles.background_levels` gives for its
+            image (the grey :func:`bubbles.apply_bubbles` fills them with).
         internal_noise : float, optional
             Passed to ``TemplateObserver`` (its default when None).
 
         The template of a label is its mean image minus the mean over labels (the part
         that tells the labels apart).
         """
-        try:
-            from analysis.simulate import TemplateObserver
-        except ImportError as err:
-            raise RuntimeError("--simulate template needs analysis.simulate."
-                               f"TemplateObserver, which could not be imported: {err}"
-                               ) from err
         expr = stimuli.table["expression"].to_numpy()
         means = {}
         for label in labels:
@@ -279,8 +257,10 @@ class TemplateResponder(Responder):
         kwargs = {"seed": seed}
         if internal_noise is not None:
             kwargs["internal_noise"] = internal_noise
-        return cls(TemplateObserver(templates, **kwargs),
-                   background=image_backgrounds(stimuli.images, background), rt=rt)
+        levels = background_levels(stimuli.images, background)
+        if not isinstance(background, str):      # one grey level for every image
+            levels = float(levels[0])
+        return cls(TemplateObserver(templates, **kwargs), background=levels, rt=rt)
 
     def begin_trial(self, prepared):
         self._index = int(prepared.stim_index)
@@ -407,8 +387,6 @@ class KeyboardResponder(Responder):
             self.kb.clock.reset()
 
     def respond(self, stimulus, choices, *, clock=None):
-        import time
-
         from psychopy import clock as ppclock
 
         by_key = {key: label for label, key in choices.items()}

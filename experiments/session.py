@@ -20,6 +20,14 @@ grain, bounded by ``quest.min_bubbles`` and ``quest.max_bubbles`` (Gosselin & Sc
 2001; Watson & Pelli, 1983). Escape at any time stops the session: everything is saved,
 the BIDS copy written and a message shown; nothing calls ``core.quit()``.
 
+The sidecar accounts for every process that touches the files: each run (the first, and
+every resume) adds its entry to ``runs`` with ``status: "running"`` before it writes a
+trial or cuts a damaged line (the backups it is about to make listed), and records its
+end there; a run that never did (killed, power cut) is marked ``interrupted`` with the
+trials it recorded by the next resume. A resume of a session whose trials are all
+recorded but whose end never was (killed between the last row and the end) only
+finishes it: status, log and BIDS copy, its data untouched.
+
 References
 ----------
 Gosselin, F. & Schyns, P. G. (2001). Vision Research 41, 2261-2271.
@@ -31,20 +39,25 @@ Perception & Psychophysics 33, 113-120. :doi:`10.3758/BF03202828`
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+import bubbles
+from analysis.session_files import SESSION_FORMAT, SESSION_VERSION, session_paths
+
 from . import datafile, trials
-from .config import validate_config
+from .config import ConfigError, check_bubble_counts, validate_config
 from .presenter import HeadlessPresenter, WindowPresenter
 from .responders import make_responder
 
-__all__ = ["SessionResult", "Session", "make_quest", "responder_seed", "run_session"]
+__all__ = ["SessionResult", "Session", "make_quest", "responder_seed"]
 
 
 class _Quit(Exception):
@@ -84,8 +97,6 @@ def responder_seed(order_seed, mask_seed, first_trial):
 
 
 def _versions():
-    import bubbles
-
     out = {"python": platform.python_version(), "numpy": np.__version__,
            "bubbles": getattr(bubbles, "__version__", "unknown")}
     try:
@@ -94,6 +105,28 @@ def _versions():
     except ImportError:  # pragma: no cover
         out["psychopy"] = None
     return out
+
+
+def _now():
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def _close_killed_runs(runs, next_first):
+    """Mark the runs that never recorded their end (killed, power cut) as interrupted.
+
+    A run's trials end where the next run starts (``next_first`` for the last one, the
+    first trial of the process resuming now); a run that recorded none gets
+    ``last_trial: None``. Backups listed before they were made are kept only if made.
+    """
+    for i, run in enumerate(runs):
+        if run.get("status") not in (None, "running"):
+            continue
+        end = runs[i + 1].get("first_trial", next_first) if i + 1 < len(runs) \
+            else next_first
+        n = max(0, end - run.get("first_trial", end))
+        run.update(status="interrupted", n_trials=n, last_trial=end - 1 if n else None)
+        if run.get("backups"):
+            run["backups"] = [b for b in run["backups"] if Path(b).exists()]
 
 
 class Session:
@@ -135,12 +168,20 @@ class Session:
             # in run(), once every check that can refuse the resume has passed
             self.state = datafile.open_for_resume(resume, repair=False)
             meta = self.state.meta
-            cfg, participant, session = meta["config"], meta["participant"], meta["session"]
+            try:
+                cfg, participant = meta["config"], meta["participant"]
+                session = meta["session"]
+            except KeyError as err:
+                raise ValueError(f"cannot resume: the sidecar {self.state.stem}.json "
+                                 f"lacks {err}") from None
             data_dir = self.state.stem.parent
         if cfg is None or participant is None:
             raise ValueError("cfg and participant are required unless resume is given")
-        self.cfg = validate_config(cfg)
-        self.participant = datafile.validate_participant(participant)
+        try:
+            self.cfg = validate_config(cfg)
+            self.participant = datafile.validate_participant(participant)
+        except ValueError as err:
+            raise self._frozen(err) from None
         if isinstance(session, bool) or not isinstance(session, int) or session < 0:
             raise ValueError(f"session must be an integer >= 0, got {session!r}")
         self.session = session
@@ -153,6 +194,10 @@ class Session:
         else:
             self.stimuli = stimuli
             self.labels = tuple(self.cfg["stimuli"]["expressions"]) or stimuli.expressions
+        try:   # the counts the images can hold: known now, before anything opens
+            check_bubble_counts(self.cfg, self.stimuli.shape)
+        except ConfigError as err:
+            raise self._frozen(err) from None
         self.spec = trials.spec_from_config(self.cfg, self.stimuli.shape)
         seed = self.cfg["seed"]
         self.order_seed, self.mask_seed = trials.session_seeds(seed, self.participant,
@@ -166,9 +211,31 @@ class Session:
                                       self.n_practice + self.n_main, self.order_seed)
         if self.state is not None:
             self._restore_design(self.state.meta)
-        if self.state is not None and len(self.state.rows) >= len(self.plan):
-            raise ValueError(f"nothing to resume: {self.state.stem}.csv already has all "
-                             f"{len(self.plan)} trials")
+            done, total = len(self.state.rows), len(self.plan)
+            if done > total:
+                raise ValueError(f"cannot resume: {self.state.stem}.csv has {done} "
+                                 f"trials, more than the {total} the session plans")
+            if done == total and self.state.meta.get("status") == "completed":
+                raise ValueError(f"nothing to resume: {self.state.stem}.csv already has "
+                                 f"all {total} trials and the session is completed")
+
+    def _frozen(self, err):
+        """The error for a configuration that is not valid: as is for a new session;
+        for a resume, saying that the recorded one is invalid and how to recover."""
+        if self.state is None:
+            return err
+        stem = self.state.stem
+        return ConfigError(
+            f"cannot resume {str(stem)!r}: the configuration recorded in its sidecar "
+            f"{stem.name}.json is not valid: {err}. Nothing was changed. To continue, "
+            f"correct that value in the sidecar (its \"config\" holds the configuration;"
+            f" leave everything else as recorded) and resume again; or start a new "
+            f"session")
+
+    @property
+    def trials_left(self):
+        """Trials still to run (all of them for a new session)."""
+        return len(self.plan) - (len(self.state.rows) if self.state is not None else 0)
 
     def _restore_design(self, meta):
         """On resume, take seeds, key mapping and trial plan from the sidecar (so that a
@@ -189,35 +256,57 @@ class Session:
                              f".json")
 
     # -- setup ---------------------------------------------------------------------
+    def _run_entry(self):
+        """This process's entry in the sidecar's ``runs``, written before it touches
+        the data files."""
+        presenter = getattr(self, "presenter", None)
+        return {"started": _now(), "first_trial": self.start, "status": "running",
+                "pid": os.getpid(), "simulate": self.simulate,
+                "decision_noise": self.decision_noise,
+                "responder_seed": self.responder_seed if self._responder is None else None,
+                "monitor": presenter.monitor_info if presenter is not None else None,
+                "versions": _versions(), "dropped_on_resume": [], "backups": []}
+
     def _open_files(self):
+        self.start = len(self.state.rows) if self.state is not None else 0
+        run = self._run_entry()
         if self.state is None:
             self.date = datafile.date_string()
             stem = datafile.unique_stem(self.data_dir, self.participant,
                                         self.cfg["expName"], self.date)
             self.files = datafile.SessionFiles(stem)
             self.meta = {
-                "format": datafile.SESSION_FORMAT, "version": datafile.SESSION_VERSION,
+                "format": SESSION_FORMAT, "version": SESSION_VERSION,
                 "config": self.cfg,
                 "spec": self.spec.to_dict(), "seed": self.cfg["seed"],
                 "seeds": {"order_seed": self.order_seed, "mask_seed": self.mask_seed},
                 "key_mapping": self.mapping, "key_mapping_index": self.mapping_index,
                 "labels": list(self.labels),
                 "plan": [str(s) for s in self.stimuli.table["stimulus_id"].iloc[self.plan]],
-                "versions": _versions(), "monitor": self.presenter.monitor_info,
+                "versions": _versions(), "monitor": run["monitor"],
                 "expName": self.cfg["expName"], "participant": self.participant,
-                "session": self.session, "date": self.date, "runs": [],
+                "session": self.session, "date": self.date, "runs": [run],
                 "status": "running"}
             self.files.write_sidecar(self.meta)   # at once: resume needs it
-            self.start = 0
-        else:
-            self.meta = self.state.meta
-            self.date = self.meta["date"]
-            self.state.repair()        # cut torn last lines (each file backed up first)
-            self.files = datafile.SessionFiles(self.state.stem, resume=True)
-            self.start = len(self.state.rows)
-            for run in self.meta.get("runs", []):   # killed runs never recorded an end
-                if "status" not in run:
-                    run.update(status="interrupted", last_trial=self.start - 1)
+            return
+        state = self.state
+        self.meta = state.meta
+        self.date = self.meta["date"]
+        sidecar = session_paths(state.stem)["sidecar"]
+        runs = self.meta.setdefault("runs", [])
+        _close_killed_runs(runs, self.start)
+        # recorded before anything is cut, with the backups about to be made
+        run.update(dropped_on_resume=list(state.dropped),
+                   backups=[str(b) for b in state.planned_backups()])
+        runs.append(run)
+        self.meta["status"] = "running"
+        datafile.write_sidecar(sidecar, self.meta)
+        if state.cuts:
+            state.repair()     # cut torn last lines (each file backed up first)
+            run.update(dropped_on_resume=list(state.dropped),
+                       backups=[str(b) for b in state.backups])
+            datafile.write_sidecar(sidecar, self.meta)
+        self.files = datafile.SessionFiles(state.stem, resume=True)
 
     def _open_log(self):
         from psychopy import logging
@@ -227,7 +316,8 @@ class Session:
                                        filemode="a")
         logging.console.setLevel(logging.WARNING)
         if self.state is not None:
-            logging.exp(f"resuming {self.files.stem.name} at trial {self.start}")
+            logging.exp(f"resuming {self.files.stem.name} at trial {self.start} "
+                        f"(process {os.getpid()})")
             for msg in self.state.dropped:
                 logging.warning(f"resume: {msg}")
         logging.flush()
@@ -241,13 +331,17 @@ class Session:
                                        intensity=float(row["quest_intensity"]))
 
     # -- screens -------------------------------------------------------------------
-    def _screen(self, template, **fields):
+    def _screen(self, name, prefix="", **fields):
+        """Show the screen ``text.<name>`` (fields: experiments.config.TEXT_FIELDS) and
+        wait for the continue key; the quit key stops the session."""
         keys = self.cfg["responses"]
         mapping = "\n".join(f"{label}: press {key.upper()}"
                             for label, key in self.mapping.items())
-        text = template.format(mapping=mapping, continue_key=keys["continue_key"].upper(),
-                               **fields)
-        self.presenter.text(text)
+        text = self.cfg["text"][name].format(
+            mapping=mapping, continue_key=keys["continue_key"].upper(), **fields)
+        self.presenter.text(prefix + text)
+        self._logging.exp(f"screen {name}: waiting for {keys['continue_key']}")
+        self._logging.flush()
         got = self.responder.wait_keys([keys["continue_key"], keys["quit_key"]])
         if got == keys["quit_key"]:
             raise _Quit()
@@ -320,8 +414,6 @@ class Session:
 
     def _prepare(self, t):
         """ITI work for trial t: choose n_bubbles, build the stimulus, upload it."""
-        import time
-
         block = "practice" if t < self.n_practice else "main"
         n, intensity = self._n_bubbles(block)
         t0 = time.perf_counter()
@@ -332,18 +424,17 @@ class Session:
 
     def _loop(self):
         cfg, total = self.cfg, self.n_practice + self.n_main
-        text = cfg["text"]
         if self.start < total:
             prefix = "" if self.start == 0 else (
                 f"Resuming the session at trial {self.start + 1} of {total}.\n\n")
-            self._screen(prefix + text["instructions"])
+            self._screen("instructions", prefix)
         for t in range(self.start, total):
             if t == self.n_practice and self.n_practice and t != self.start:
-                self._screen(text["practice_done"])
+                self._screen("practice_done")
             main_done = t - self.n_practice
             every = cfg["trials"]["break_every"]
             if main_done > 0 and every and main_done % every == 0 and t != self.start:
-                self._screen(text["break_message"], done=main_done, total=self.n_main)
+                self._screen("break_message", done=main_done, total=self.n_main)
             iti = cfg["timing"]["iti_frames"]
             if self.presenter.blank(min(iti, 1), self.responder):
                 raise _Quit()
@@ -358,7 +449,9 @@ class Session:
         """Run (or finish) the session; return a :class:`SessionResult`.
 
         Escape saves and ends cleanly (``escaped=True``); any other error still closes
-        the files and the window before it propagates.
+        the files and the window before it propagates, and says how to resume. A resume
+        with no trial left (killed after the last trial was written) opens no window:
+        it only finishes the session (status, log, BIDS copy).
         """
         from psychopy import core
 
@@ -366,6 +459,8 @@ class Session:
         cls = {"window": WindowPresenter, "headless": HeadlessPresenter}.get(kind)
         if cls is None:
             raise ValueError(f"presenter must be 'window' or 'headless', got {kind!r}")
+        if self.trials_left == 0:
+            return self._complete_recorded()
         # the responder and the window first: if either cannot start, nothing is written.
         # A simulated observer's noise is seeded per participant, session and run: the
         # first trial of this run is known before any file is touched (a resume
@@ -385,35 +480,25 @@ class Session:
                 self.files.close()
             self.presenter.close()
             raise
-        self._restore_blas = trials.limit_blas_threads(1)
         self.n_done = self.start
         self.psychopy_version = _versions()["psychopy"]
         escaped, status = False, "crashed"
-        self.meta["runs"].append({
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "first_trial": self.start, "simulate": self.simulate,
-            "decision_noise": self.decision_noise,
-            "responder_seed": self.responder_seed if self._responder is None else None,
-            "monitor": self.presenter.monitor_info, "versions": _versions(),
-            "dropped_on_resume": list(self.state.dropped) if self.state else [],
-            "backups": [str(x) for x in self.state.backups] if self.state else []})
         try:
             self._make_quest()
             self.builder = trials.StimulusBuilder(self.stimuli.images, self.spec,
                                                   self.mask_seed)
             self.builder.precompute(sorted(set(self.plan[self.start:])))
-            self.files.write_sidecar(self.meta)
             self.rt_clock = core.Clock()
             self.t0 = self.presenter.now()
             try:
                 self._loop()
                 status = "completed"
-                self._screen(self.cfg["text"]["end"])
+                self._screen("end")
             except _Quit:
                 if status != "completed":
                     escaped, status = True, "escaped"
         finally:
-            self._finish(status)
+            status = self._finish(status)
         total = self.n_practice + self.n_main
         if escaped:
             msg = (f"Session stopped by {self.cfg['responses']['quit_key']} after "
@@ -425,48 +510,98 @@ class Session:
         return SessionResult(self.files.stem, self.n_done, status == "completed", escaped,
                              dict(self.result_files), msg)
 
+    def _complete_recorded(self):
+        """Finish a session whose trials are all recorded but whose end never was: a
+        run entry, the log's end, the BIDS copy and the status; no window, no trial,
+        the CSV and centres file unchanged."""
+        self.responder = self.presenter = None
+        self.responder_seed = None
+        self._open_files()
+        self._open_log()
+        self.n_done = self.start
+        self._logging.exp(f"all {self.start} trials are recorded: finishing the "
+                          f"session (status, log, BIDS copy)")
+        status = self._finish("completed")
+        msg = (f"Session complete: all {self.n_done} trials were already recorded in "
+               f"{self.files.stem}.*; the session is now finished (status, log, BIDS "
+               f"copy)")
+        print(msg)
+        return SessionResult(self.files.stem, self.n_done, status == "completed", False,
+                             dict(self.result_files), msg)
+
     def _finish(self, status):
+        """Close the files and record how the run ended (sidecar, log, BIDS copy).
+
+        Never raises for a file that cannot be written (a full disk): what could not be
+        done is printed with the way to resume, and the error that ended the session
+        (if any) is the one that propagates. Returns the session's status.
+        """
         log = self._logging
-        self.result_files = {"csv": self.files.csv_path,
-                             "centers": self.files.centers_path,
-                             "sidecar": self.files.sidecar_path,
-                             "log": self.files.log_path}
+        files = self.files
+        self.result_files = {"csv": files.csv_path, "centers": files.centers_path,
+                             "sidecar": files.sidecar_path, "log": files.log_path}
+        problems = []
         try:
-            self.files.close()
-            self.meta["runs"][-1].update(
-                ended=datetime.now().isoformat(timespec="seconds"),
-                last_trial=self.n_done - 1, status=status)
-            self.meta["status"] = status
-            if status in ("completed", "escaped"):
-                # derived from the CSV: a resumed session replaces its own copy
-                tsv, js = datafile.export_bids(self.files.csv_path, self.data_dir,
+            files.close()
+        except OSError as err:
+            problems.append(f"closing the data files failed ({err})")
+        n = self.n_done - self.start
+        run = self.meta["runs"][-1]
+        run.update(ended=_now(), n_trials=n, last_trial=self.n_done - 1 if n else None,
+                   status=status)
+        session_status = status
+        if status in ("completed", "escaped"):
+            try:   # derived from the CSV: a resumed session replaces its own copy
+                tsv, js = datafile.export_bids(files.csv_path, self.data_dir,
                                                self.participant, self.cfg["expName"],
                                                session=self.session, meta=self.meta)
                 self.result_files.update(bids_tsv=tsv, bids_json=js)
-                self.meta["runs"][-1]["bids"] = [str(tsv), str(js)]
-            self.files.write_sidecar(self.meta)
+                run["bids"] = [str(tsv), str(js)]
+            except OSError as err:
+                problems.append(f"the BIDS copy could not be written ({err})")
+                run["bids_error"] = str(err)
+                if status == "completed":
+                    session_status = "unfinished"   # a resume writes it
+        self.meta["status"] = session_status
+        try:
+            files.write_sidecar(self.meta)
+        except OSError as err:
+            problems.append(f"the sidecar {files.sidecar_path} could not be updated "
+                            f"({err}): it still says 'running', which --resume handles")
+        try:
             log.exp(f"session {status} after {self.n_done} trials")
-            if status == "crashed":
-                print(f"Session interrupted by an error after {self.n_done} trials; they "
-                      f"are saved in {self.files.stem}.* (continue with: bubbles run "
-                      f"--resume {self.files.csv_path})", file=sys.stderr)
-        finally:
-            if status == "escaped":
+            for problem in problems:
+                log.error(problem)
+        except OSError:
+            pass
+        if status == "crashed" or problems:
+            what = (f"Session interrupted by an error after {self.n_done} trials"
+                    if status == "crashed" else f"Session {status} after {self.n_done} "
+                                                f"trials, but")
+            print(f"{what}; they are saved in {files.stem}.*"
+                  + "".join(f"; {p}" for p in problems)
+                  + f" (continue with: bubbles run --resume {files.csv_path})",
+                  file=sys.stderr)
+        try:
+            if status == "escaped" and self.presenter is not None:
                 try:
                     self.presenter.text(f"Session stopped. Data saved "
                                         f"({self.n_done} trials).",
                                         frames=int(round(self.presenter.frame_rate)))
                 except Exception:  # the window may be gone already
                     pass
-            self.presenter.close()
+            if self.presenter is not None:
+                self.presenter.close()
             if self._responder is None and getattr(self, "responder", None) is not None:
                 self.responder.close()
-            self._restore_blas()
-            log.flush()
+        finally:
+            try:
+                log.flush()
+            except OSError:
+                pass
             log.root.removeTarget(self.logfile)
-            self.logfile.stream.close()
-
-
-def run_session(cfg=None, participant=None, **kwargs):
-    """Run a session with :class:`Session`'s arguments; return its SessionResult."""
-    return Session(cfg, participant, **kwargs).run()
+            try:
+                self.logfile.stream.close()
+            except OSError:
+                pass
+        return session_status

@@ -22,28 +22,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from bubbles import (BubbleSpec, bubble_stimuli, laplacian_bands, load_source,
+                     render_masks, sample_centers)
+from bubbles.faces import EXPRESSIONS
 
 __all__ = ["load_stimuli", "session_seeds", "participant_number", "key_mapping",
-           "trial_plan", "Prepared", "StimulusBuilder", "spec_from_config",
-           "limit_blas_threads"]
-
-
-def limit_blas_threads(n=1):
-    """Limit BLAS (OpenBLAS / MKL) to ``n`` threads; return a function that undoes it.
-
-    A trial's masks are small matrix products ((H x k) @ (k x W)); a multi-threaded BLAS
-    gains nothing on them and, competing with the rendering thread for the cores, made
-    stimulus preparation slower in our benchmark (benchmarks/session.py, 2 shared
-    cores: 1.5-1.8 times at the median, 2-4 times in the worst trial).
-    Uses ``threadpoolctl`` when it is installed; otherwise does nothing (set
-    ``OPENBLAS_NUM_THREADS=1`` in the environment instead).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return lambda: None
-    limits = threadpool_limits(limits=n, user_api="blas")
-    return limits.restore_original_limits
+           "trial_plan", "Prepared", "StimulusBuilder", "spec_from_config"]
 
 
 def load_stimuli(cfg):
@@ -54,13 +38,9 @@ def load_stimuli(cfg):
     (``face_set(stimuli.n_identities, seed=0, size=stimuli.size)``), anything else is a
     folder read with :meth:`bubbles.stimuli.StimulusSet.from_folder`.
     """
-    from bubbles import load_source
-
     s_cfg = cfg["stimuli"]
     wanted = s_cfg["expressions"]
     if s_cfg["source"] == "faces":
-        from bubbles.faces import EXPRESSIONS
-
         bad = [x for x in wanted if x not in EXPRESSIONS]
         if bad:
             raise ValueError(f"config key 'stimuli.expressions' must list expressions of "
@@ -92,8 +72,6 @@ def load_stimuli(cfg):
 
 def spec_from_config(cfg, shape):
     """The session's base BubbleSpec from the ``[bubbles]`` table and the image shape."""
-    from bubbles import BubbleSpec
-
     b = dict(cfg["bubbles"])
     bands = b.pop("bands")
     try:
@@ -218,8 +196,6 @@ class StimulusBuilder:
 
     def bands(self, index):
         """Laplacian bands of image ``index`` (cached)."""
-        from bubbles import laplacian_bands
-
         if index in self._bands:
             self._bands.move_to_end(index)
             return self._bands[index]
@@ -245,8 +221,6 @@ class StimulusBuilder:
             ``image`` float32 (H, W) in [0, 1] and ``centers`` (one (1, k, 2) array per
             band).
         """
-        from bubbles import bubble_stimuli, render_masks, sample_centers
-
         spec = self.trial_spec(n_bubbles)
         centers = sample_centers(spec, self.mask_seed, [int(mask_index)])
         h, w = spec.shape
@@ -258,7 +232,7 @@ class StimulusBuilder:
         bands = self.bands(stim_index) if spec.multiscale else None
         # a noise background is regenerable like the centres: trial t's field comes
         # from (mask_seed, t) (bubbles.noise_background); other backgrounds ignore them
-        stim = bubble_stimuli(image, spec, masks, bands=bands, seed=self.mask_seed,
+        stim = bubble_stimuli(spec, image, masks, bands=bands, seed=self.mask_seed,
                               trials=[int(mask_index)])[0]
         per_band = centers if spec.multiscale else [centers]
         return Prepared(stim, per_band, spec, int(stim_index), int(mask_index))

@@ -1,6 +1,9 @@
 """TrialTable: session files in, centres regenerated and checked, clear errors."""
 
+import csv
 import json
+import re
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,8 +12,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from analysis import TrialTable
-from analysis.trials import session_paths
-from bubbles import BubbleSpec, center_maps, sample_centers
+from analysis.session_files import SessionFileError, check_row, read_session, session_paths
+from bubbles import BubbleSpec, StimulusSet, center_maps, sample_centers
 
 
 def test_read_session_regenerates_centres(session_csv):
@@ -112,14 +115,100 @@ def test_response_errors(session_csv):
         table.responses("accuracy")
 
 
-def test_bad_seed_columns_and_duplicates(session_csv):
-    _rewrite(session_csv, "trial", 3, "2")
-    with pytest.raises(ValueError, match=r"trial number\(s\) \[2\] appear more than once"):
+def _set(path, line, column, value):
+    """Set one cell of a CSV (line numbers as an editor shows them, header = 1)."""
+    lines = path.read_text().splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    fields = next(csv.reader([lines[line - 1]]))
+    fields[header.index(column)] = value
+    lines[line - 1] = ",".join(fields) + "\n"
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize("line, column, value, expected", [
+    (5, "correct", "2", "expected 0 or 1"),
+    (9, "correct", "7", "expected 0 or 1"),
+    (3, "correct", "", "expected 0 or 1"),
+    (61, "correct", "yes", "expected 0 or 1"),                      # the last row
+    (5, "trial", "2", "expected 3 (trials are numbered 0, 1, 2 ... in file order"),
+    (12, "n_bubbles", "12.5", "expected a whole number >= 1"),
+    (12, "n_bubbles", "0", "expected a whole number >= 1"),
+    (4, "mask_index", "9", "expected 2 (the trial number)"),
+    (10, "mask_seed", "x", "expected a whole number >= 0"),
+    (7, "block", "mian", "expected 'practice' or 'main'"),
+    (8, "quest_intensity", "nan", "expected a finite number"),
+])
+def test_bad_values_are_refused_naming_file_line_and_column(session_csv, line, column,
+                                                            value, expected):
+    _set(session_csv, line, column, value)
+    pattern = (rf"'.*{re.escape(session_csv.name)}' line {line} column '{column}' is "
+               rf"{re.escape(repr(value))}, {re.escape(expected)}")
+    with pytest.raises(SessionFileError, match=pattern):
         TrialTable.read(session_csv)
-    _rewrite(session_csv, "trial", 3, "3")
-    _rewrite(session_csv, "mask_seed", 9, "x")
-    with pytest.raises(ValueError, match="'mask_seed' must hold integers >= 0"):
+    with pytest.raises(ValueError, match=pattern):          # whichever centres mode
+        TrialTable.read(session_csv, centers="regenerate")
+
+
+def test_a_row_missing_in_the_middle_is_refused(session_csv):
+    lines = session_csv.read_text().splitlines(keepends=True)
+    del lines[21]                                    # trial 20 gone: 19, 21, ...
+    session_csv.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"line 22 column 'trial' is '21', expected 20 "
+                                         r"\(trials are numbered 0, 1, 2 ... in file "
+                                         r"order: a row is missing"):
+        TrialTable.read(session_csv, centers="regenerate")
+
+
+def test_a_csv_cut_in_a_middle_line_names_the_csv(session_csv):
+    data = session_csv.read_bytes()
+    starts = [i + 1 for i, b in enumerate(data) if b == ord("\n")]
+    session_csv.write_bytes(data[: starts[30] + 25])     # cut inside trial 30's row
+    with pytest.raises(SessionFileError) as err:
         TrialTable.read(session_csv)
+    assert err.value.path == session_csv and err.value.line == 32
+    assert re.search(r"the CSV ends after 30 complete trial\(s\) but \S+_centers.jsonl "
+                     r"records 30 more \(trials 30 to 59\)", str(err.value))
+    # without the centres file the CSV reads as an interrupted session of 30 trials
+    with pytest.warns(UserWarning, match="half-written last line"):
+        assert len(TrialTable.read(session_csv, centers="regenerate")) == 30
+
+
+def test_centres_missing_for_recorded_trials_are_refused(session_csv):
+    centers = session_paths(session_csv)["centers"]
+    lines = centers.read_text().splitlines(keepends=True)
+    centers.write_text("".join(lines[:40]))
+    with pytest.raises(ValueError, match=r"_centers.jsonl' line 41 is missing: .* has the "
+                                         r"centres of 40 trial\(s\) but .* has 60 rows"):
+        TrialTable.read(session_csv)
+    assert len(TrialTable.read(session_csv, centers="regenerate")) == 60
+    lines[7] = json.dumps({**json.loads(lines[7]), "trial": 9}) + "\n"
+    centers.write_text("".join(lines))
+    with pytest.raises(ValueError, match=r"_centers.jsonl' line 8 has trial 9 where "
+                                         r"trial 7 was expected"):
+        TrialTable.read(session_csv)
+
+
+def test_a_session_without_trials_is_refused(session_csv):
+    lines = session_csv.read_text().splitlines(keepends=True)
+    session_csv.write_text(lines[0])
+    session_paths(session_csv)["centers"].write_text("")
+    with pytest.raises(ValueError, match=r"has a header but no complete trial"):
+        TrialTable.read(session_csv)
+
+
+def test_the_reader_is_the_one_the_resume_uses(session_csv):
+    """Nothing is changed on disk; sizes say where the complete trials end."""
+    size = session_csv.stat().st_size
+    with open(session_csv, "a") as fh:
+        fh.write("P01,1,60,main,id00_h")
+    found = read_session(session_csv)
+    assert len(found.rows) == len(found.centers) == 60
+    assert found.sizes["csv"] == size and session_csv.stat().st_size == size + 20
+    assert found.rows[3]["trial"] == "3" and found.centers[3]["trial"] == 3
+    assert found.dropped == ["dropped half-written last line of "
+                             f"{session_csv.name}: 'P01,1,60,main,id00_h'"]
+    assert check_row({"trial": "0", "block": "main", "correct": "1"}, 0) is None
+    assert check_row({"trial": "1"}, 0).startswith("column 'trial' is '1', expected 0")
 
 
 def test_stimulus_checks(session_csv):
@@ -151,13 +240,6 @@ def test_from_arrays_and_select(small_spec, small_centers):
 
 def test_mean_stimulus_reads_a_folder_relative_to_the_session(tmp_path, make_session,
                                                               monkeypatch):
-    import json
-    import warnings
-
-    import pandas as pd
-
-    from bubbles import BubbleSpec, StimulusSet
-
     spec = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
     csv = make_session(tmp_path / "data", spec, n_trials=8)
     images = np.stack([np.full((32, 32), v, np.float32) for v in (0.2, 0.4, 0.6, 0.8)])

@@ -16,6 +16,7 @@ os.environ["HOME"] = os.environ["BUBBLES_TEST_HOME"]
 
 import pytest  # noqa: E402
 
+from bubbles.faces import face_set  # noqa: E402
 from experiments.config import load_config  # noqa: E402
 
 #: Fast settings: tiny faces, 1-frame stimuli, no inter-trial interval.
@@ -58,6 +59,4 @@ def make_cfg():
 
 @pytest.fixture(scope="session")
 def small_faces():
-    from bubbles.faces import face_set
-
     return face_set(2, size=64)

@@ -1,4 +1,5 @@
-"""``bubbles run``: arguments, dialog cancel, clear errors, a simulated run."""
+"""``bubbles run`` (commands.run): arguments, dialog cancel, clear errors, a simulated
+run."""
 
 import csv
 import os
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments import cli
+import experiments.responders as responders
+from commands import run as cli
+from experiments.session import SessionResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,19 +30,49 @@ def test_bad_config_fails_clearly(tmp_path, capsys, monkeypatch):
     assert cli.run(["--config", str(bad), "--participant", "P1"]) == 1
     err = capsys.readouterr().err
     assert "config key 'quest.pThreshold' must be a number in (0, 1), got 2" in err
-    assert cli.run(["--participant", "P1", "--trials", "-5"]) == 1
-    assert "'trials.main' must be an integer >= 0, got -5" in capsys.readouterr().err
     assert cli.run(["--resume", str(tmp_path / "none.csv")]) == 1
-    assert "cannot resume" in capsys.readouterr().err
+    assert "bubbles run: error: cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trials", "-5"], "--trials must be an integer >= 0 (main-block trials), got -5"),
+    (["--session", "-1"], "--session must be an integer >= 0, got -1"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 2**32 - 1], got -1"),
+    (["--seed", str(2 ** 32)],
+     "--seed must be an integer in [0, 2**32 - 1], got 4294967296"),
+    (["--trials", "x"], "argument --trials: invalid int value: 'x'"),
+])
+def test_bad_numbers_are_usage_errors(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("DISPLAY", ":99")
+    data = tmp_path / "data"
+    assert cli.run(["--participant", "P1", "--data-dir", str(data)] + argv) == 2
+    err = capsys.readouterr().err
+    assert "usage: bubbles run" in err and message in err
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "a b", ".hidden", "x.y", "",
+                                  "_lead"])
+def test_an_exp_name_that_is_no_file_name_is_refused(name, capsys, monkeypatch,
+                                                     tmp_path):
+    monkeypatch.setenv("DISPLAY", ":99")
+    config = tmp_path / "task.toml"
+    config.write_text(f"expName = {name!r}\n".replace("'", '"'))
+    data = tmp_path / "data"
+    assert cli.run(["--config", str(config), "--participant", "P1",
+                    "--data-dir", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert (f"bubbles run: error: config key 'expName' must be letters, digits, '_' and "
+            f"'-' only, starting with a letter or digit (it names the session files and "
+            f"the BIDS task), got {name!r}") in err
+    assert list(tmp_path.iterdir()) == [config]          # nothing written anywhere
 
 
 @pytest.mark.parametrize("pid", ["../x", "P_01", "P-01", "P.01"])
 def test_bad_participant_fails_clearly(capsys, monkeypatch, tmp_path, pid):
-    import experiments.session
-
     monkeypatch.setenv("DISPLAY", ":99")
     made = []
-    monkeypatch.setattr(experiments.session, "Session",
+    monkeypatch.setattr(cli, "Session",
                         lambda *a, **k: made.append(a) or pytest.fail("session started"))
     data = tmp_path / "data"
     assert cli.run(["--participant", pid, "--trials", "1", "--data-dir", str(data)]) == 2
@@ -52,18 +85,18 @@ def test_bad_participant_fails_clearly(capsys, monkeypatch, tmp_path, pid):
 @pytest.fixture
 def fake_session(tmp_path, monkeypatch):
     """Replace Session by a stand-in; returns the dict of what it was built with."""
-    import experiments.session
-
     made = {}
 
     class FakeSession:
+        trials_left = 1
+
         def __init__(self, cfg, participant, **kwargs):
             made.update(kwargs, participant=participant)
 
         def run(self):
-            return experiments.session.SessionResult(tmp_path, 0, True, False)
+            return SessionResult(tmp_path, 0, True, False)
 
-    monkeypatch.setattr(experiments.session, "Session", FakeSession)
+    monkeypatch.setattr(cli, "Session", FakeSession)
     return made
 
 
@@ -120,7 +153,8 @@ def test_session_zero_is_kept_and_negative_sessions_refused(tmp_path, capsys,
     assert cli.run(argv) == 0 and made["session"] == 1
     made.clear()
     assert cli.run(argv + ["--session", "-1"]) == 2
-    assert "--session must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert ("bubbles run: error: --session must be an integer >= 0, got -1"
+            in capsys.readouterr().err)
     assert made == {}
 
 
@@ -137,7 +171,7 @@ REAL_DIALOG = """
 import sys
 from PyQt6 import QtCore, QtWidgets
 from psychopy import gui
-from experiments.cli import ask_participant
+from commands.run import ask_participant
 
 def answer():
     shown = [w for w in QtWidgets.QApplication.topLevelWidgets()
@@ -189,7 +223,6 @@ def test_no_display_is_reported(monkeypatch, capsys):
 
 def test_model_without_observer_fails_clearly(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DISPLAY", ":99")
-    import experiments.responders as responders
 
     def no_model(*args, **kwargs):
         raise RuntimeError("--simulate model needs torch, which is not installed")
@@ -202,8 +235,6 @@ def test_model_without_observer_fails_clearly(monkeypatch, capsys, tmp_path):
 
 def test_decision_noise_reaches_the_network_observer(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DISPLAY", ":99")
-    import experiments.responders as responders
-
     seen = {}
 
     def fake_model(stimuli, labels, **kwargs):

@@ -1,12 +1,18 @@
 """Configuration loading and validation: bad values fail naming the key."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from experiments.config import (DEFAULT_CONFIG, ConfigError, default_config, load_config,
+import bubbles.spec
+from experiments.config import (DEFAULT_CONFIG, TEXT_FIELDS, ConfigError,
+                                check_bubble_counts, default_config, load_config,
                                 validate_config)
+from experiments.responders import ScriptedResponder
+from experiments.session import Session
+from experiments.trials import spec_from_config
 
 
 def test_default_config_loads_and_validates():
@@ -84,16 +90,12 @@ def test_unreadable_files_fail_clearly(tmp_path):
 
 
 def test_per_band_counts_reach_the_spec(small_faces):
-    from experiments.trials import spec_from_config
-
     cfg = load_config(overrides={"bubbles.n_bubbles": [3, 0], "bubbles.bands": 2})
     spec = spec_from_config(cfg, small_faces.shape)
     assert spec.n_per_band == (3, 0)
 
 
-def test_bubble_choices_are_those_of_bubblespec(monkeypatch):
-    import bubbles.spec
-
+def test_bubble_choices_are_those_of_bubblespec():
     for key, allowed in (("aperture", bubbles.spec.APERTURES),
                          ("polarity", bubbles.spec.POLARITIES),
                          ("overlap", bubbles.spec.OVERLAPS)):
@@ -130,9 +132,6 @@ def test_a_relative_source_folder_becomes_absolute(tmp_path, monkeypatch):
 
 def test_sidecar_records_an_absolute_source_and_resume_works_elsewhere(
         tmp_path, monkeypatch, small_faces):
-    from experiments.responders import ScriptedResponder
-    from experiments.session import Session
-
     small_faces.to_folder(tmp_path / "conf" / "images")
     (tmp_path / "conf" / "task.toml").write_text('[stimuli]\nsource = "images"\n')
     monkeypatch.chdir(tmp_path)
@@ -151,4 +150,103 @@ def test_sidecar_records_an_absolute_source_and_resume_works_elsewhere(
     monkeypatch.chdir(other)                 # a resume from another directory
     again = Session(resume=result.stem, presenter="headless",
                     responder=ScriptedResponder.random(1)).run()
+    assert again.completed and again.n_trials == 8
+
+
+@pytest.mark.parametrize("key, text, placeholder", [
+    ("instructions", "Press {contnue_key} to start.", "{contnue_key}"),
+    ("end", "Done: {don} trials.", "{don}"),
+    ("end", "{done} of {total}", "{done}"),          # only the break screen counts
+    ("practice_done", "Press {continue_key} {0}", None),
+    ("break_message", "Rest. } Press {continue_key}.", None),
+    ("break_message", "Rest {", None),
+])
+def test_text_placeholders_are_checked_when_loaded(key, text, placeholder):
+    allowed = ", ".join("{" + f + "}" for f in TEXT_FIELDS[key])
+    if placeholder:
+        match = (rf"config key 'text\.{key}' uses the placeholder "
+                 rf"{re.escape(placeholder)}, which this screen does not fill; "
+                 rf"placeholders allowed here: {re.escape(allowed)}")
+    else:
+        match = (rf"config key 'text\.{key}' is not a valid text: .*; placeholders "
+                 rf"allowed here: {re.escape(allowed)} \(write {{{{ and }}}} for a "
+                 rf"literal brace\)")
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides={f"text.{key}": text})
+
+
+def test_every_placeholder_a_screen_fills_is_accepted():
+    cfg = load_config(overrides={
+        "text.break_message": "{done}/{total} {{braces}} {mapping} {continue_key}",
+        "text.end": "Bye ({continue_key})"})
+    assert cfg["text"]["end"] == "Bye ({continue_key})"
+
+
+@pytest.mark.parametrize("overrides, key, got", [
+    ({"bubbles.n_bubbles": 5000, "quest.start": 60}, "bubbles.n_bubbles", 5000),
+    ({"quest.max_bubbles": 10 ** 6}, "quest.max_bubbles", 10 ** 6),
+    ({"trials.practice_bubbles": 70000}, "trials.practice_bubbles", 70000),
+])
+def test_bubble_counts_above_the_pixels_are_refused_when_loaded(overrides, key, got):
+    base = {"stimuli.size": 64, "bubbles.bands": 0, "bubbles.sigma": 3.0}
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}' must be a "
+                                          rf"count that puts at most 4096 bubbles in "
+                                          rf"each band \(the 64 x 64 images have 4096 "
+                                          rf"pixels.*got {got}"):
+        load_config(overrides={**base, **overrides})
+    # one bubble per pixel is the most a band can hold
+    cfg = load_config(overrides={**base, "quest.max_bubbles": 4096})
+    check_bubble_counts(cfg, (64, 64))
+    with pytest.raises(ConfigError, match=r"the 32 x 32 images have 1024 pixels"):
+        check_bubble_counts(cfg, (32, 32))          # a folder of smaller images
+
+
+def test_stimuli_size_names_the_key_and_the_faces_minimum():
+    with pytest.raises(ConfigError, match=r"config key 'stimuli\.size' must be an "
+                                          r"integer in \[64, 4096\], got 32"):
+        load_config(overrides={"stimuli.size": 32})
+    assert load_config(overrides={"stimuli.size": 64})["stimuli"]["size"] == 64
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "a\\b", "x.y", "a b", "-x", ""])
+def test_exp_name_must_be_a_file_name_part(name):
+    with pytest.raises(ConfigError, match=r"config key 'expName' must be letters, digits, "
+                                          r"'_' and '-' only"):
+        load_config(overrides={"expName": name})
+    assert load_config(overrides={"expName": "face_task-2"})["expName"] == "face_task-2"
+
+
+def test_a_folder_of_small_images_is_checked_before_anything_opens(tmp_path, small_faces,
+                                                                   make_cfg):
+    small_faces.to_folder(tmp_path / "set")             # 64 x 64 images
+    cfg = make_cfg(stimuli__source=str(tmp_path / "set"), quest__max_bubbles=5000,
+                   bubbles__bands=0)
+    with pytest.raises(ConfigError, match=r"'quest\.max_bubbles' must be a count that "
+                                          r"puts at most 4096 bubbles"):
+        Session(cfg, "P01", data_dir=tmp_path / "data", presenter="headless")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_resume_whose_recorded_config_is_invalid_says_how_to_recover(fast_cfg,
+                                                                       tmp_path):
+    answers = ["happy", "neutral", "escape"]
+    result = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                     responder=ScriptedResponder(answers)).run()
+    sidecar = Path(f"{result.stem}.json")
+    meta = json.loads(sidecar.read_text())
+    meta["config"]["text"]["end"] = "Bye {don}"          # a config of an older release
+    sidecar.write_text(json.dumps(meta))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=rf"cannot resume '{re.escape(str(result.stem))}"
+                                          rf"': the configuration recorded in its sidecar "
+                                          rf".*\.json is not valid: config key 'text\.end' "
+                                          rf"uses the placeholder {{don}}.*Nothing was "
+                                          rf"changed. To continue, correct that value in "
+                                          rf"the sidecar \(its \"config\" holds"):
+        Session(resume=result.stem, presenter="headless")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    meta["config"]["text"]["end"] = "Bye {continue_key}"  # the recovery it names
+    sidecar.write_text(json.dumps(meta))
+    again = Session(resume=result.stem, presenter="headless",
+                    responder=ScriptedResponder.random(0)).run()
     assert again.completed and again.n_trials == 8

@@ -1,13 +1,18 @@
 """Crash-safe files: append + fsync, never overwrite, repair on resume, BIDS copy."""
 
 import csv
+import errno
 import json
 import re
 
 import pytest
 
+from analysis import session_files
+from analysis.session_files import COLUMNS
 from experiments import datafile
-from experiments.datafile import COLUMNS, SessionFiles
+from experiments.datafile import SessionFiles
+from experiments.responders import ScriptedResponder
+from experiments.session import Session
 
 
 def _row(t):
@@ -22,8 +27,8 @@ def _centers(t):
 
 def _write(stem, n):
     files = SessionFiles(stem)
-    files.write_sidecar({"format": datafile.SESSION_FORMAT,
-                         "version": datafile.SESSION_VERSION,
+    files.write_sidecar({"format": session_files.SESSION_FORMAT,
+                         "version": session_files.SESSION_VERSION,
                          "seeds": {"order_seed": 2, "mask_seed": 3}})
     for t in range(n):
         files.write_trial(_row(t), _centers(t))
@@ -52,15 +57,12 @@ def test_names_are_never_reused(tmp_path):
     assert second != first and second.name.endswith("_2")
     with pytest.raises(FileExistsError):
         SessionFiles(first)          # creating never replaces an existing file
-    assert datafile.stem_of(f"{first}_centers.jsonl") == first
-    assert datafile.stem_of(f"{first}.json") == first
+    assert session_files.stem_of(f"{first}_centers.jsonl") == first
+    assert session_files.stem_of(f"{first}.json") == first
 
 
 def test_a_second_session_the_same_minute_gets_new_names(fast_cfg, tmp_path,
                                                         monkeypatch):
-    from experiments.responders import ScriptedResponder
-    from experiments.session import Session
-
     monkeypatch.setattr(datafile, "date_string", lambda now=None: "2026-01-01_10h00.00.000")
 
     def run():
@@ -94,8 +96,6 @@ def test_participant_ids_must_be_bids_labels(pid):
 
 
 def test_session_refuses_a_non_bids_participant_before_writing(fast_cfg, tmp_path):
-    from experiments.session import Session
-
     with pytest.raises(ValueError, match=r"participant must be a BIDS label"):
         Session(fast_cfg, "P_01", data_dir=tmp_path, presenter="headless")
     assert list(tmp_path.iterdir()) == []
@@ -134,7 +134,9 @@ def test_resume_refuses_inconsistent_files(tmp_path):
         datafile.open_for_resume(tmp_path / "nothing.csv")
     lines = files.centers_path.read_text().splitlines(keepends=True)
     files.centers_path.write_text(lines[0])
-    with pytest.raises(ValueError, match=r"the centres of trial 1 are missing"):
+    with pytest.raises(ValueError, match=r"s_centers\.jsonl' line 2 is missing: "
+                                         r".*the centres of trial 1 and later are "
+                                         r"missing"):
         datafile.open_for_resume(files.csv_path)
     files.sidecar_path.write_text('{"format": "other"}')
     with pytest.raises(ValueError, match=r"is not a bubbles session sidecar"):
@@ -179,6 +181,9 @@ def test_resume_refuses_damage_before_the_last_line(tmp_path, which, bad_line):
     (3, "mask_index", "7", "expected 1"),
     (4, "mask_seed", "4", "expected 3 (the sidecar's seeds.mask_seed)"),
     (2, "block", "mian", "expected 'practice' or 'main'"),
+    (4, "n_bubbles", "12.5", "expected a whole number >= 1 (the bubbles shown)"),
+    (3, "n_bubbles", "", "expected a whole number >= 1 (the bubbles shown)"),
+    (5, "trial", "5", "expected 3 (trials are numbered 0, 1, 2 ... in file order"),
 ])
 def test_resume_refuses_a_garbled_row_before_cutting(tmp_path, line, column, value,
                                                      expected):
@@ -211,10 +216,10 @@ def test_resume_refuses_centres_of_another_mask_seed(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
-def test_session_resume_refuses_a_garbled_quest_row_before_repair(fast_cfg, tmp_path):
-    from experiments.responders import ScriptedResponder
-    from experiments.session import Session
-
+@pytest.mark.parametrize("column, value", [("quest_intensity", ""),
+                                           ("n_bubbles", "7.5"), ("correct", "2")])
+def test_session_resume_refuses_a_garbled_middle_row_before_repair(fast_cfg, tmp_path,
+                                                                  column, value):
     answers = ["happy", "neutral", "happy", "neutral", "happy", "escape"]
     result = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
                      responder=ScriptedResponder(answers)).run()
@@ -223,14 +228,29 @@ def test_session_resume_refuses_a_garbled_quest_row_before_repair(fast_cfg, tmp_
     lines = csv_path.read_text().splitlines(keepends=True)
     fields = next(csv.reader([lines[4]]))                # trial 3, a main-block row
     assert fields[COLUMNS.index("block")] == "main"
-    fields[COLUMNS.index("quest_intensity")] = ""
+    fields[COLUMNS.index(column)] = value
     lines[4] = ",".join(fields) + "\n"
     csv_path.write_text("".join(lines) + "P01,1,5,main,id0")   # and a torn last line
     before = _snapshot(tmp_path)
-    with pytest.raises(ValueError, match=r"line 5 column 'quest_intensity' is ''"):
+    with pytest.raises(ValueError, match=rf"line 5 column '{column}' is '{value}'"):
         Session(resume=csv_path, presenter="headless",
                 responder=ScriptedResponder.random(0)).run()
     assert _snapshot(tmp_path) == before                 # no cut, no .bak, no log
+
+
+def test_a_csv_cut_in_a_middle_line_is_refused_naming_the_csv(tmp_path):
+    files = _write(tmp_path / "s", 8)
+    files.close()
+    data = files.csv_path.read_bytes()
+    starts = [i + 1 for i, b in enumerate(data) if b == ord("\n")]
+    files.csv_path.write_bytes(data[: starts[3] + 12])   # cut inside trial 3's row
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"cannot resume: '.*s\.csv' line 5 is cut short "
+                                         r"or missing: the CSV ends after 3 complete "
+                                         r"trial\(s\) but s_centers\.jsonl records 5 "
+                                         r"more \(trials 3 to 7\).*nothing was changed"):
+        datafile.open_for_resume(files.csv_path)
+    assert _snapshot(tmp_path) == before
 
 
 def test_resume_drops_an_unparsable_last_line_only(tmp_path):
@@ -269,9 +289,6 @@ def test_resume_backs_up_before_cutting_and_never_overwrites_a_backup(tmp_path):
 
 
 def test_a_refused_resume_changes_nothing(fast_cfg, tmp_path):
-    from experiments.responders import ScriptedResponder
-    from experiments.session import Session
-
     result = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
                      responder=ScriptedResponder.random(0)).run()
     assert result.completed
@@ -324,3 +341,72 @@ def test_bids_copy_of_a_resumed_session_is_replaced_not_added(tmp_path):
     assert [x.split("\t")[2] for x in tsv.read_text().splitlines()[1:]] == \
         ["0", "1", "2"]                                       # the whole session, once
     assert files.csv_path.read_bytes() == csv_before          # the CSV is not touched
+
+
+def _full_disk_on_trial(monkeypatch, trial):
+    """SessionFiles.write_trial fails as a full disk does once ``trial`` is reached."""
+    real = SessionFiles.write_trial
+
+    def write_trial(self, row, centers):
+        if row["trial"] >= trial:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, row, centers)
+    monkeypatch.setattr(SessionFiles, "write_trial", write_trial)
+
+
+def test_a_full_disk_ends_as_a_crash_that_resumes(fast_cfg, tmp_path, monkeypatch,
+                                                  capsys):
+    _full_disk_on_trial(monkeypatch, 3)
+    session = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                      responder=ScriptedResponder.random(0))
+    with pytest.raises(OSError, match="No space left on device"):
+        session.run()
+    stem = session.files.stem
+    err = capsys.readouterr().err
+    assert (f"Session interrupted by an error after 3 trials; they are saved in {stem}.*"
+            f" (continue with: bubbles run --resume {stem}.csv)") in err
+    meta = json.loads(open(f"{stem}.json").read())
+    assert meta["status"] == "crashed"
+    assert meta["runs"][0]["status"] == "crashed" and meta["runs"][0]["n_trials"] == 3
+    assert meta["runs"][0]["last_trial"] == 2
+    assert "session crashed after 3 trials" in open(f"{stem}.log").read()
+    monkeypatch.undo()                                   # room on the disk again
+    again = Session(resume=stem, presenter="headless",
+                    responder=ScriptedResponder.random(1)).run()
+    assert again.completed and again.n_trials == 8
+    with open(f"{stem}.csv", newline="") as f:
+        assert [int(r["trial"]) for r in csv.DictReader(f)] == list(range(8))
+
+
+def test_a_full_disk_that_also_refuses_the_sidecar_still_says_how_to_resume(
+        fast_cfg, tmp_path, monkeypatch, capsys):
+    _full_disk_on_trial(monkeypatch, 3)
+    real = datafile.write_sidecar
+    calls = []
+
+    def write_sidecar(path, meta):
+        calls.append(meta["status"])
+        if meta["status"] != "running":                  # the disk is full by then
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, meta)
+    monkeypatch.setattr(datafile, "write_sidecar", write_sidecar)
+    session = Session(fast_cfg, "P01", data_dir=tmp_path, presenter="headless",
+                      responder=ScriptedResponder.random(0))
+    with pytest.raises(OSError, match="No space left on device"):
+        session.run()
+    stem = session.files.stem
+    err = capsys.readouterr().err
+    assert "Session interrupted by an error after 3 trials" in err
+    assert (f"the sidecar {stem}.json could not be updated ([Errno 28] No space left on "
+            f"device): it still says 'running', which --resume handles") in err
+    assert f"(continue with: bubbles run --resume {stem}.csv)" in err
+    assert calls == ["running", "crashed"]
+    assert json.loads(open(f"{stem}.json").read())["status"] == "running"
+    assert not list(tmp_path.glob("*.tmp"))             # no half-written sidecar left
+    monkeypatch.undo()
+    again = Session(resume=stem, presenter="headless",
+                    responder=ScriptedResponder.random(1)).run()
+    assert again.completed
+    runs = json.loads(open(f"{stem}.json").read())["runs"]
+    assert [(r["status"], r["first_trial"], r["n_trials"], r["last_trial"])
+            for r in runs] == [("interrupted", 0, 3, 2), ("completed", 3, 5, 7)]

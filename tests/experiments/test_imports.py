@@ -1,12 +1,14 @@
-"""The experiments package imports without pulling in psychopy (or torch)."""
+"""The experiments package and ``bubbles run`` import without psychopy (or torch)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
+from commands.main import main
+
 
 def test_modules_import_without_psychopy():
-    code = ("import sys, experiments.cli, experiments.session, experiments.responders, "
+    code = ("import sys, commands.run, experiments.session, experiments.responders, "
             "experiments.datafile, experiments.trials, experiments.presenter, "
             "experiments.config; "
             "bad = [m for m in ('psychopy', 'torch', 'pyglet') if m in sys.modules]; "
@@ -18,7 +20,5 @@ def test_modules_import_without_psychopy():
 
 
 def test_bubbles_dispatcher_reaches_run(capsys):
-    from bubbles.cli import main
-
     assert main(["run", "--help"]) == 0
     assert "usage: bubbles run" in capsys.readouterr().out

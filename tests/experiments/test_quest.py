@@ -96,8 +96,9 @@ def test_headless_session_runs_the_same_loop(fast_cfg, tmp_path):
 class WeibullObserver(ScriptedResponder):
     """Correct with QUEST's own psychometric function of log10(n_bubbles shown).
 
-    The 75%-correct point is at ``threshold`` bubbles (3 choices, beta 3.5, delta .01),
-    the REFERENCES.md section 5 simulation. It reads the trial's image and bubble count
+    The 75%-correct point is at ``threshold`` bubbles (3 choices, beta 3.5, delta .01;
+    the Weibull function of Watson & Pelli, 1983, Perception & Psychophysics 33,
+    113-120, doi:10.3758/BF03202828). It reads the trial's image and bubble count
     from what the session hands every responder before it answers
     (``begin_trial(prepared)``), so it tests the QUEST wiring, not vision.
     """
@@ -140,6 +141,7 @@ def test_quest_converges_on_a_matching_observer(make_cfg, tmp_path, small_faces,
         rows = _rows(f"{session.run().stem}.csv")
         estimates.append(10 ** float(rows[-1]["quest_mean"]))
         late += [int(r["correct"]) for r in rows[60:]]
-    # REFERENCES.md section 5: median estimate 40.2 bubbles, 75.2% correct late on
+    # a simulation of this set-up gave a median estimate of 40.2 bubbles and 75.2%
+    # correct late in the run
     assert 35 < np.median(estimates) < 46, estimates
     assert 0.70 <= np.mean(late) <= 0.81, np.mean(late)

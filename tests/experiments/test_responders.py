@@ -1,14 +1,20 @@
 """Responders without a window: scripted, template, the model hook."""
 
+import csv
 import importlib.util
+import json
 import sys
+import types
 
 import numpy as np
 import pytest
 
+import experiments.session as session_mod
+from bubbles import BubbleSpec, bubble_stimuli
 from experiments.responders import (ModelResponder, Response, ScriptedResponder,
                                     TemplateResponder, make_responder, model_responder)
-from experiments.trials import Prepared
+from experiments.session import Session, responder_seed
+from experiments.trials import Prepared, load_stimuli
 
 CHOICES = {"happy": "f", "fearful": "g", "neutral": "h"}
 
@@ -111,8 +117,6 @@ def test_model_responder_gets_the_decision_noise(fast_cfg, small_faces):
 
 
 def test_model_hook_builds_the_network_observer(monkeypatch, small_faces):
-    import types
-
     class Observer(tuple):
         def decide(self, stimulus):
             return self[1][0]
@@ -179,8 +183,6 @@ def test_template_observer_gets_the_shown_images_background(fast_cfg, small_face
     """A fully hidden stimulus shows only the background: the template observer must
     then find no evidence for any label, whatever the image (apply_bubbles fills the
     hidden parts with *each* image's mean, or the grey level)."""
-    from bubbles import BubbleSpec, bubble_stimuli
-
     cfg = dict(fast_cfg, bubbles=dict(fast_cfg["bubbles"], background=background,
                                       bands=0))
     r = make_responder("template", stimuli=small_faces, labels=small_faces.expressions,
@@ -193,7 +195,7 @@ def test_template_observer_gets_the_shown_images_background(fast_cfg, small_face
     assert np.ptp(means) > 1e-3                  # the images' means differ
     seen = []
     for i, image in enumerate(small_faces.images):
-        stim = bubble_stimuli(image, spec, hidden, seed=5, trials=[i])[0]
+        stim = bubble_stimuli(spec, image, hidden, seed=5, trials=[i])[0]
         r.begin_trial(_shown(small_faces, i, spec))
         bg = r.current_background()
         scores = r.observer.scores(stim, bg)[0]
@@ -213,11 +215,6 @@ def test_session_hands_the_template_observer_each_shown_images_mean(make_cfg, tm
     """Through a whole (headless) session: the background the template observer
     subtracts is the mean grey of the image shown on that trial, as apply_bubbles
     filled it in, not one grey for every image."""
-    import csv
-
-    from experiments.session import Session
-    from experiments.trials import load_stimuli
-
     cfg = make_cfg(bubbles__bands=0, bubbles__background="mean")
     stimuli, labels = load_stimuli(cfg)
     r = make_responder("template", stimuli=stimuli, labels=labels, cfg=cfg, seed=0)
@@ -241,11 +238,6 @@ def test_a_resumed_simulation_draws_fresh_noise(fast_cfg, tmp_path, monkeypatch)
     """The simulated observer's seed depends on the run's first trial: a resume does
     not replay the noise of the first run (and a responder that cannot start on
     resume still leaves the files untouched)."""
-    import json
-
-    import experiments.session as session_mod
-    from experiments.session import Session, responder_seed
-
     seeds = []
 
     def fake_make_responder(kind, *, seed, **kwargs):

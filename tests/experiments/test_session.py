@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments.datafile import COLUMNS
+from analysis import TrialTable
+from analysis.session_files import COLUMNS
 from experiments.responders import ScriptedResponder
 from experiments.session import Session
 from experiments.trials import StimulusBuilder
@@ -59,12 +60,11 @@ def test_short_simulated_session_writes_every_file(fast_cfg, tmp_path):
 
 
 def test_analysis_reads_the_session(fast_cfg, tmp_path):
-    trials_mod = pytest.importorskip("analysis.trials")
     session = Session(fast_cfg, "P02", data_dir=tmp_path,
                       responder=ScriptedResponder.random(1))
     result = session.run()
     # reading regenerates every trial's centres and checks them against the centres file
-    table = trials_mod.TrialTable.read(f"{result.stem}.csv")
+    table = TrialTable.read(f"{result.stem}.csv")
     assert len(table) == 8 and table.spec == session.spec
 
 

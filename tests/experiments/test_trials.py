@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from bubbles import (BubbleSpec, bubble_stimuli, laplacian_bands, render_masks,
-                     sample_centers)
+from bubbles import (BubbleSpec, apply_bubbles, bubble_stimuli, laplacian_bands,
+                     load_source, noise_background, render_masks, sample_centers)
 from experiments import trials
 
 
@@ -53,7 +53,7 @@ def test_builder_regenerates_from_seed_and_index(small_faces, bands):
     masks = render_masks(trial_spec, c)
     img = small_faces.images[2]
     band_arrays = laplacian_bands(img, 2) if bands else None
-    expected = bubble_stimuli(img, trial_spec, masks, bands=band_arrays)[0]
+    expected = bubble_stimuli(trial_spec, img, masks, bands=band_arrays)[0]
     assert_allclose(p.image, expected, atol=1e-6)
     assert p.image.dtype == np.float32 and p.image.min() >= 0 and p.image.max() <= 1
     per_band = c if bands else [c]
@@ -65,8 +65,6 @@ def test_builder_regenerates_from_seed_and_index(small_faces, bands):
 
 
 def test_noise_background_is_regenerable_per_trial(small_faces):
-    from bubbles import apply_bubbles, noise_background
-
     spec = BubbleSpec(shape=small_faces.shape, sigma=3.0, n_bubbles=6,
                       background="noise")
     builder = trials.StimulusBuilder(small_faces.images, spec, mask_seed=11)
@@ -83,20 +81,19 @@ def test_noise_background_is_regenerable_per_trial(small_faces):
     assert_array_equal(again.build(1, 6, 4).image, p.image)
 
 
-def test_load_stimuli_uses_the_one_meaning_of_source(make_cfg, monkeypatch):
-    import bubbles
-
-    calls = []
-    real = bubbles.load_source
-
-    def spy(source, **kwargs):
-        calls.append((source, kwargs))
-        return real(source, **kwargs)
-    monkeypatch.setattr(bubbles, "load_source", spy)
-    stimuli, _ = trials.load_stimuli(make_cfg())
-    assert calls and calls[0][0] == "faces"
-    assert calls[0][1]["n_identities"] == 2 and calls[0][1]["size"] == 64
-    assert stimuli.shape == (64, 64)
+def test_load_stimuli_uses_the_one_meaning_of_source(make_cfg, small_faces, tmp_path):
+    # "faces": the embedded faces with the configured count and size, as the analysis
+    # rebuilds them from a sidecar (bubbles.load_source)
+    stimuli, labels = trials.load_stimuli(make_cfg())
+    same = load_source("faces", n_identities=2, size=64)
+    assert stimuli.shape == (64, 64) and labels == same.expressions
+    assert_array_equal(stimuli.images, same.images)
+    assert list(stimuli.table["stimulus_id"]) == list(same.table["stimulus_id"])
+    # anything else: a folder, read the same way
+    small_faces.to_folder(tmp_path / "set")
+    stimuli, _ = trials.load_stimuli(make_cfg(stimuli__source=str(tmp_path / "set")))
+    assert_allclose(stimuli.images, load_source(str(tmp_path / "set")).images, atol=0)
+    assert_allclose(stimuli.images, small_faces.images, atol=1 / 255)
 
 
 def test_load_stimuli_checks_expressions(make_cfg):
