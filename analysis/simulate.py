@@ -180,7 +180,7 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
         bg = np.empty(stop - start)
         for i in np.unique(stim_idx[start:stop]):
             sel = np.flatnonzero(stim_idx[start:stop] == i)
-            stim[sel] = bubble_stimuli(images[i], spec, masks[sel], bands=bands[i],
+            stim[sel] = bubble_stimuli(spec, images[i], masks[sel], bands=bands[i],
                                        seed=seed, trials=start + sel)
             bg[sel] = grey[i]
         responses.extend(observer.decide_batch(stim, background=bg))

@@ -1,6 +1,5 @@
 """The seed lecture's attribution methods, for an output class or an internal unit.
 
-* :func:`perturbation` -- ``|a(X) - a(X')|`` for any unit when the input is altered.
 * :func:`occlusion` -- a grey square swept over the image (Zeiler & Fergus 2014); the
   map at a pixel is the mean drop ``a(X) - a(X_occluded)`` over the occluder positions
   covering it. Our own batched sweep: every selected unit (all channels of a layer, all
@@ -12,15 +11,26 @@
   with the completeness gap ``sum(IG) - (F(x) - F(x'))`` reported and a warning above
   5 % of ``|F(x) - F(x')|`` (Sundararajan et al. 2017).
 
+All three take images ``(N, H, W)`` (or one ``(H, W)`` image, or the layouts of
+:func:`ann_bridge.record.image_batch`: a 4-D torch tensor is ``(N, C, H, W)``) in [0, 1]
+and return one result type, :class:`Attribution`: maps ``(N, n_targets, H, W)``, the
+name of every target, the method's settings and, for integrated gradients, the
+completeness gap. :func:`attribution_images` turns it into one
+:class:`analysis.DiagnosticImage` per image, the format of every map of the toolkit.
+No function returns NaN maps: non-finite images, baselines or grey levels are refused,
+and so is a model whose outputs are not finite.
+
+:func:`perturbation_effect` is not a map: it is the seed lecture's perturbation measure
+``|a(X) - a(X')|`` of every unit for each altered image X', ``(P, n_targets)`` -- the
+response that :func:`ann_bridge.diagnostic_images` (``response='perturbation'``)
+regresses on the bubbles masks to make maps.
+
 A target is an output class (``target``: index or class label) or, with ``layer``, units
 of an internal layer (``units``, as in :mod:`ann_bridge.record`). The model is moved to
-``device`` and put in eval mode (batch norm uses its running statistics). For a unit, captum's
-class methods run on a forward function that returns the unit (this is what captum's
-``Neuron*`` variants compute, and ``IntegratedGradients`` reports the convergence delta
-that ``NeuronIntegratedGradients`` does not).
-
-Every function takes images ``(N, H, W)`` (or one ``(H, W)`` image) in [0, 1] and returns
-float32 maps ``(N, n_targets, H, W)``.
+``device`` and put in eval mode (batch norm uses its running statistics). For a unit,
+captum's class methods run on a forward function that returns the unit (this is what
+captum's ``Neuron*`` variants compute, and ``IntegratedGradients`` reports the
+convergence delta that ``NeuronIntegratedGradients`` does not).
 
 References
 ----------
@@ -36,41 +46,59 @@ gradient-based attribution methods for deep neural networks. ICLR. arXiv:1711.06
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from analysis import DiagnosticImage
+from analysis.zscore import zscore
 from bubbles import occlusion_positions
 
-from .record import (UnitRecorder, Units, _StopForward, as_units, default_preprocess,
-                     get_layer, resolve_device)
+from .record import (UnitRecorder, Units, _StopForward, as_units, check_count,
+                     default_preprocess, get_layer, image_batch, resolve_device)
 
 __all__ = [
     "OCCLUDER_SIZES",
+    "METHODS",
     "Readout",
-    "IGResult",
-    "perturbation",
+    "Attribution",
     "occlusion",
     "saliency",
     "integrated_gradients",
+    "attribution_images",
+    "perturbation_effect",
 ]
 
 #: Occluder sides in pixels compared by Ancona et al. (2018).
 OCCLUDER_SIZES = (1, 5, 10, 15)
 
+#: Each attribution method and what its values are (figure labels).
+METHODS = {"occlusion": "drop a(X) - a(X occluded)", "saliency": "|dS/dX|",
+           "integrated_gradients": "IG attribution"}
 
-def _as_images(images) -> np.ndarray:
-    arr = np.asarray(images.detach().cpu() if torch.is_tensor(images) else images,
-                     dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim not in (3, 4):
-        raise ValueError(f"images must have shape (H, W), (N, H, W) or (N, H, W, C), "
-                         f"got {arr.shape}")
-    return arr
+
+def _grey(name, value):
+    """A finite grey level in [0, 1] (occluder fill, IG baseline), refused otherwise."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a grey level in [0, 1], got {value!r}") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be a finite grey level in [0, 1], got {value!r}")
+    return v
+
+
+def _finite(maps, method):
+    """Refuse non-finite maps: they come from a model whose outputs are not finite."""
+    if not np.isfinite(maps).all():
+        raise ValueError(f"{method}: the attribution holds NaN or inf values: the model's "
+                         "outputs (or gradients) are not finite for these images")
+    return maps
 
 
 class Readout:
@@ -87,13 +115,16 @@ class Readout:
         Raw image batch -> model input (differentiable for gradient methods).
     device : str or torch.device, optional
 
-    Calling a readout on a float tensor of raw images ``(N, H, W)`` returns ``(N, k)``
-    (differentiable; the forward pass stops after ``layer``).
+    Calling a readout on a float tensor of raw images in the toolkit's layout
+    (``(N, H, W)`` or ``(N, H, W, C)``, see :func:`ann_bridge.record.image_batch`)
+    returns ``(N, k)`` (differentiable; the forward pass stops after ``layer``).
     """
 
     def __init__(self, model, layer=None, units=None, *, preprocess=None, device=None):
         if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError(f"preprocess must be callable, got {preprocess!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.preprocess = default_preprocess if preprocess is None else preprocess
@@ -184,7 +215,6 @@ class Readout:
             cols.append(t)
         return cols
 
-
     def target_names(self, cols, n_images) -> list:
         """Per image, a name for each column of :meth:`columns` (no forward pass): the
         layer's unit (``'layer:ch3'``), the class (``'class happy'``) or the predicted
@@ -207,8 +237,6 @@ class Readout:
 
 def _bar(items, progress, desc):
     """tqdm over the targets when there are several (one pass of captum each)."""
-    from tqdm.auto import tqdm
-
     return tqdm(items, disable=not progress or len(items) < 2, desc=desc, unit="target",
                 leave=False)
 
@@ -220,45 +248,130 @@ def _pick(out: torch.Tensor, col) -> torch.Tensor:
     return out[:, col]
 
 
-def perturbation(model, images, perturbed, *, layer=None, units=None, preprocess=None,
-                 device=None, batch_size=256) -> np.ndarray:
+@dataclass
+class Attribution:
+    """Attribution maps of one method for a stack of images and their targets.
+
+    Attributes
+    ----------
+    method : str
+        'occlusion', 'saliency' or 'integrated_gradients' (a key of :data:`METHODS`).
+    attribution : ndarray (N, n_targets, H, W)
+        float32 maps in the method's own units (:attr:`measure`).
+    targets : list of list of str
+        Per image, the name of each target: ``'class happy'``, ``'predicted class:
+        happy'`` (each image's own prediction) or ``'layer:ch3'``.
+    layer : str or None
+        The internal layer of the units, None for output classes.
+    params : dict
+        The method's settings (JSON-able), e.g. occluder size, stride, fill and sweep;
+        IG baseline, steps and quadrature.
+    gap, relative_gap, difference : ndarray (N, n_targets) or None
+        Integrated gradients only: the completeness gap ``sum(IG) - (F(x) - F(x'))``
+        (captum's convergence delta), ``|gap| / |F(x) - F(x')|`` and ``F(x) - F(x')``.
+    """
+
+    method: str
+    attribution: np.ndarray
+    targets: list
+    layer: str | None = None
+    params: dict = field(default_factory=dict)
+    gap: np.ndarray | None = None
+    relative_gap: np.ndarray | None = field(default=None, repr=False)
+    difference: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def measure(self) -> str:
+        """What the values are, e.g. ``'|dS/dX|'`` (figure labels)."""
+        return METHODS[self.method]
+
+
+def attribution_images(result: Attribution, stimulus_ids=None) -> list:
+    """One :class:`analysis.DiagnosticImage` per image of an :class:`Attribution`.
+
+    Each image's ``raw`` holds its maps ``(n_targets, H, W)`` and ``z`` the same maps
+    standardised over pixels (:func:`analysis.zscore.zscore`, population SD; a constant
+    map is 0), ``dims`` ``('target', 'y', 'x')``, ``targets`` the target names and
+    ``observer='network'``, so that ``bubbles compare`` reads them like any map.
+    ``info`` holds the method, the stimulus, the layer, the settings and, for
+    integrated gradients, the image's completeness gaps.
+
+    Parameters
+    ----------
+    result : Attribution
+    stimulus_ids : sequence of str, optional
+        A name per image (default ``'image0'``, ``'image1'``, ...).
+
+    Returns
+    -------
+    list of DiagnosticImage
+    """
+    if not isinstance(result, Attribution):
+        raise TypeError(f"result must be an Attribution, got {type(result).__name__}")
+    n = len(result.attribution)
+    ids = [f"image{i}" for i in range(n)] if stimulus_ids is None else [
+        str(s) for s in stimulus_ids]
+    if len(ids) != n:
+        raise ValueError(f"stimulus_ids must name each of the {n} images, got {len(ids)}")
+    images = []
+    for i, sid in enumerate(ids):
+        raw = result.attribution[i]
+        info = {"attribution": result.method, "stimulus": sid, "layer": result.layer,
+                "z": "attribution standardised over pixels; raw holds the attribution",
+                "measure": result.measure, **result.params}
+        if result.gap is not None:
+            info.update({"completeness_gap": result.gap[i], "relative_gap":
+                         result.relative_gap[i], "difference": result.difference[i]})
+        images.append(DiagnosticImage(
+            z=zscore(raw, axis=(-2, -1)), method=result.method, spec=None, n_trials=0,
+            info=info, raw=raw, dims=("target", "y", "x"), targets=result.targets[i],
+            observer="network"))
+    return images
+
+
+def perturbation_effect(model, images, perturbed, *, layer=None, units=None,
+                        preprocess=None, device=None, batch_size=256) -> np.ndarray:
     """The seed's perturbation measure ``|a_i(X) - a_i(X')|`` for every unit ``i``.
+
+    Not a map: one row per altered image. Regressed on the bubbles masks it makes the
+    maps of :func:`ann_bridge.diagnostic_images` with ``response='perturbation'``.
 
     Parameters
     ----------
     model : torch.nn.Module
-    images : array (H, W) or (N, H, W)
+    images : array (H, W) or (N, H, W), values in [0, 1]
         Original images X; one image is compared with every perturbed one.
-    perturbed : array (P, H, W)
+    perturbed : array (P, H, W), values in [0, 1]
         Altered images X' (P == N when several originals are given).
     layer, units : optional
         An internal layer and its units; default: the model outputs.
+    batch_size : int
+        Perturbed images per forward pass.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(P, n_units)``.
+        float32 ``(P, n_targets)``.
 
     Examples
     --------
-    >>> d = perturbation(model, img, apply_bubbles(img, masks))  # doctest: +SKIP
+    >>> d = perturbation_effect(model, img, apply_bubbles(img, masks))  # doctest: +SKIP
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    x = _as_images(images)
-    xp = _as_images(perturbed)
+    batch_size = check_count("batch_size", batch_size)
+    x = image_batch(images)
+    xp = image_batch(perturbed, name="perturbed")
     if x.shape[0] not in (1, xp.shape[0]) or x.shape[1:] != xp.shape[1:]:
-        raise ValueError(f"perturbed must have shape (P, ...) matching images {x.shape}, "
-                         f"got {xp.shape}")
+        raise ValueError(f"perturbed must have shape (P, ...) matching images "
+                         f"{tuple(x.shape)}, got {tuple(xp.shape)}")
     read = Readout(model, layer, units, preprocess=preprocess, device=device)
     dev = read.device
-    a0 = read.infer(torch.from_numpy(x).to(dev))
+    a0 = read.infer(x.to(dev))
     out = []
     for i in range(0, len(xp), batch_size):
-        a = read.infer(torch.from_numpy(xp[i:i + batch_size]).to(dev))
+        a = read.infer(xp[i:i + batch_size].to(dev))
         ref = a0 if a0.shape[0] == 1 else a0[i:i + batch_size]
         out.append((a - ref).abs().cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+    return _finite(np.concatenate(out).astype(np.float32), "perturbation_effect")
 
 
 SWEEPS = ("cover", "captum")
@@ -273,9 +386,17 @@ def _captum_positions(shape, size, stride):
     return np.array([(r, c) for r in starts[0] for c in starts[1]], dtype=np.int64)
 
 
+def _setup(model, images, target, layer, units, preprocess, device):
+    """The readout, the images on its device and the resolved targets with their names."""
+    read = Readout(model, layer, units, preprocess=preprocess, device=device)
+    xt = image_batch(images).to(read.device)
+    cols = read.columns(target, xt)
+    return read, xt, cols, read.target_names(cols, len(xt))
+
+
 def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
               stride=None, fill=0.5, sweep="cover", preprocess=None, device=None,
-              batch_size=256, progress=True, columns=None) -> np.ndarray:
+              batch_size=256, progress=True) -> Attribution:
     """Occlusion maps (Zeiler & Fergus 2014) for output classes or internal units.
 
     A ``size`` x ``size`` square of grey ``fill`` slides over the image by ``stride``
@@ -286,8 +407,8 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
     Parameters
     ----------
     model : torch.nn.Module
-    images : array (H, W) or (N, H, W)
-        Floats in [0, 1].
+    images : array (H, W) or (N, H, W), or a tensor (N, C, H, W)
+        Floats in [0, 1] (see :func:`ann_bridge.record.image_batch`).
     target : None, int, str or sequence
         Output classes (index or label in ``model.classes``); ``None`` = each image's
         predicted class. Must be None when ``layer`` is given.
@@ -299,7 +420,7 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
         Step in pixels, at most ``size`` (a larger stride leaves pixels uncovered and
         is rejected). Defaults to ``size``.
     fill : float
-        Grey level of the occluder, in [0, 1].
+        Grey level of the occluder, finite, in [0, 1].
     sweep : {'cover', 'captum'}
         'cover' (default): :func:`bubbles.occlusion_positions`, whose last window per
         axis sits flush with the far edge; 'captum': the positions of
@@ -310,36 +431,26 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
         Occluded images per forward pass.
     progress : bool
         Show a tqdm bar per image.
-    columns : list, optional
-        ``target`` already resolved by :meth:`Readout.columns` for these images (a
-        caller that also names the targets, like ``bubbles ann attribute``, resolves
-        them once); skips the forward pass that resolves them.
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``(N, n_targets, H, W)``.
+    Attribution
+        ``attribution`` float32 ``(N, n_targets, H, W)``; ``params`` size, stride,
+        fill, sweep.
     """
-    x = _as_images(images)
-    if not 0.0 <= float(fill) <= 1.0:
-        raise ValueError(f"fill must be a grey level in [0, 1], got {fill!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    h, w = x.shape[1:3]
+    fill = _grey("fill", fill)
+    batch_size = check_count("batch_size", batch_size)
     if sweep not in SWEEPS:
         raise ValueError(f"sweep must be one of {list(SWEEPS)}; {sweep!r} was provided")
+    read, xt, cols, names = _setup(model, images, target, layer, units, preprocess, device)
+    dev = read.device
+    h, w = xt.shape[1:3]
     pos = (occlusion_positions((h, w), size, stride=stride) if sweep == "cover"
            else _captum_positions((h, w), size, stride))
-    read = Readout(model, layer, units, preprocess=preprocess, device=device)
-    dev = read.device
-    xt = torch.from_numpy(x).to(dev)
-    cols = read.columns(target, xt) if columns is None else list(columns)
-    from tqdm.auto import tqdm
-
-    result = np.zeros((len(x), len(cols), h, w), np.float32)
+    result = np.zeros((len(xt), len(cols), h, w), np.float32)
     rows = torch.arange(h, device=dev)
     cc = torch.arange(w, device=dev)
-    for n in range(len(x)):
+    for n in range(len(xt)):
         img = xt[n:n + 1]
         base = read.infer(img)                                   # (1, k_all)
         attr = None
@@ -353,35 +464,33 @@ def occlusion(model, images, target=None, *, layer=None, units=None, size=10,
             inc = (cc[None, :] >= p[:, 1:]) & (cc[None, :] < p[:, 1:] + size)
             win = (inr[:, :, None] & inc[:, None, :]).float()     # (b, H, W), 1 = hidden
             wimg = win.reshape(win.shape + (1,) * (img.ndim - 3))
-            occ = img * (1 - wimg) + float(fill) * wimg
+            occ = img * (1 - wimg) + fill * wimg
             delta = (base - read.infer(occ))[:, idx]              # (b, k)
             part = torch.einsum("bk,bhw->khw", delta, win)
             attr = part if attr is None else attr + part
             count += win.sum(0)
         result[n] = (attr / count.clamp_min(1)).cpu().numpy()
-    return result
+    params = {"size": int(size), "stride": int(size if stride is None else stride),
+              "fill": fill, "sweep": sweep}
+    return Attribution("occlusion", _finite(result, "occlusion"), names, read.layer, params)
 
 
 def saliency(model, images, target=None, *, layer=None, units=None, preprocess=None,
-             device=None, progress=True, columns=None) -> np.ndarray:
+             device=None, progress=True) -> Attribution:
     """Gradient saliency ``|dS/dX|`` (Simonyan et al. 2014) via ``captum.attr.Saliency``.
 
     Parameters are those of :func:`occlusion`; the score S is the unnormalised class
     score (logit) or the unit's activation. Colour images take the max over channels.
     ``progress`` shows a tqdm bar over the targets (one backward pass each).
-    ``columns`` as in :func:`occlusion`.
 
     Returns
     -------
-    numpy.ndarray
-        float32 ``(N, n_targets, H, W)``.
+    Attribution
+        ``attribution`` float32 ``(N, n_targets, H, W)``.
     """
     from captum.attr import Saliency
 
-    x = _as_images(images)
-    read = Readout(model, layer, units, preprocess=preprocess, device=device)
-    xt = torch.from_numpy(x).to(read.device)
-    cols = read.columns(target, xt) if columns is None else list(columns)
+    read, xt, cols, names = _setup(model, images, target, layer, units, preprocess, device)
     sal = Saliency(read)
     maps = []
     for col in _bar(cols, progress, "saliency"):
@@ -390,39 +499,18 @@ def saliency(model, images, target=None, *, layer=None, units=None, preprocess=N
         if a.ndim == 4:
             a = a.amax(dim=-1)
         maps.append(a.cpu().numpy())
-    return np.stack(maps, axis=1).astype(np.float32)
+    result = np.stack(maps, axis=1).astype(np.float32)
+    return Attribution("saliency", _finite(result, "saliency"), names, read.layer)
 
 
-@dataclass
-class IGResult:
-    """Integrated gradients with their completeness check.
-
-    Attributes
-    ----------
-    attribution : ndarray (N, n_targets, H, W)
-    gap : ndarray (N, n_targets)
-        ``sum(attribution) - (F(x) - F(x'))`` (captum's convergence delta).
-    relative_gap : ndarray (N, n_targets)
-        ``|gap| / |F(x) - F(x')|``.
-    difference : ndarray (N, n_targets)
-        ``F(x) - F(x')``.
-
-    Unpacks as ``attribution, gap = integrated_gradients(...)``.
-    """
-
-    attribution: np.ndarray
-    gap: np.ndarray
-    relative_gap: np.ndarray = field(repr=False)
-    difference: np.ndarray = field(repr=False)
-
-    def __iter__(self):
-        return iter((self.attribution, self.gap))
+IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
+              "riemann_middle")
 
 
 def integrated_gradients(model, images, target=None, *, layer=None, units=None,
                          baseline=0.5, n_steps=50, method="gausslegendre",
                          internal_batch_size=64, preprocess=None, device=None,
-                         tolerance=0.05, progress=True, columns=None) -> IGResult:
+                         tolerance=0.05, progress=True) -> Attribution:
     """Integrated gradients (Sundararajan et al. 2017) via captum, with completeness.
 
     ``IG_i = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x'))/dx_i da``; completeness
@@ -435,7 +523,7 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
     model, images, target, layer, units : see :func:`occlusion`
     baseline : float or array
         The reference input x': a grey level (default 0.5, the mid grey) or an array
-        shaped like one image or like ``images``.
+        shaped like one image or like ``images``; finite, in [0, 1].
     n_steps : int
         Points of the path integral (>= 2).
     method : str
@@ -450,44 +538,40 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
         Relative completeness gap above which to warn.
     progress : bool
         Show a tqdm bar over the targets (one path integral each).
-    columns : list, optional
-        As in :func:`occlusion`.
 
     Returns
     -------
-    IGResult
+    Attribution
+        ``attribution`` float32 ``(N, n_targets, H, W)``, ``gap``, ``relative_gap`` and
+        ``difference`` ``(N, n_targets)``; ``params`` baseline (a grey level, or
+        'array'), n_steps, quadrature.
     """
     from captum.attr import IntegratedGradients
 
-    methods = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right",
-               "riemann_middle")
-    if method not in methods:
-        raise ValueError(f"method must be one of {list(methods)}; {method!r} was provided")
-    if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 2:
-        raise ValueError(f"n_steps must be an integer >= 2, got {n_steps!r}")
-    ibs = internal_batch_size
-    if ibs is not None and (isinstance(ibs, bool) or int(ibs) != ibs or ibs < 1):
-        raise ValueError(f"internal_batch_size must be None or an integer >= 1, got "
-                         f"{internal_batch_size!r}")
-    x = _as_images(images)
-    read = Readout(model, layer, units, preprocess=preprocess, device=device)
-    xt = torch.from_numpy(x).to(read.device)
-    if np.isscalar(baseline):
-        base = torch.full_like(xt, float(baseline))
+    if method not in IG_METHODS:
+        raise ValueError(f"method must be one of {list(IG_METHODS)}; {method!r} was provided")
+    n_steps = check_count("n_steps", n_steps, 2)
+    if internal_batch_size is not None:
+        internal_batch_size = check_count("internal_batch_size (None or a count)",
+                                          internal_batch_size)
+    read, xt, cols, names = _setup(model, images, target, layer, units, preprocess, device)
+    if np.ndim(baseline) == 0 and not torch.is_tensor(baseline):
+        level = _grey("baseline", baseline)
+        base = torch.full_like(xt, level)
     else:
-        b = torch.as_tensor(np.asarray(baseline, dtype=np.float32), device=read.device)
+        level = "array"
+        b = image_batch(baseline, name="baseline").to(read.device)
         try:
             base = b.expand_as(xt).contiguous()
         except RuntimeError:
-            raise ValueError(f"baseline must be a float or shaped like one image "
-                             f"{x.shape[1:]} or like images {x.shape}, got "
-                             f"{tuple(b.shape)}") from None
-    cols = read.columns(target, xt) if columns is None else list(columns)
+            raise ValueError(f"baseline must be a grey level or shaped like one image "
+                             f"{tuple(xt.shape[1:])} or like images {tuple(xt.shape)}, got "
+                             f"{tuple(np.shape(baseline))}") from None
     ig = IntegratedGradients(read)
     maps, gaps, diffs = [], [], []
     for col in _bar(cols, progress, "integrated gradients"):
         t = torch.as_tensor(col, device=read.device) if isinstance(col, list) else col
-        a, delta = ig.attribute(xt, baselines=base, target=t, n_steps=int(n_steps),
+        a, delta = ig.attribute(xt, baselines=base, target=t, n_steps=n_steps,
                                 method=method, internal_batch_size=internal_batch_size,
                                 return_convergence_delta=True)
         with torch.no_grad():
@@ -498,6 +582,7 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
         maps.append(a.cpu().numpy())
         gaps.append(delta.detach().cpu().numpy())
         diffs.append(diff.cpu().numpy())
+    result = _finite(np.stack(maps, axis=1).astype(np.float32), "integrated gradients")
     gap = np.stack(gaps, axis=1).astype(np.float64)
     diff = np.stack(diffs, axis=1).astype(np.float64)
     rel = np.abs(gap) / np.maximum(np.abs(diff), 1e-12)
@@ -506,4 +591,6 @@ def integrated_gradients(model, images, target=None, *, layer=None, units=None,
             f"integrated gradients: completeness gap up to {rel.max():.1%} of "
             f"|F(x) - F(x')| (tolerance {tolerance:.0%}); raise n_steps (now {n_steps})",
             UserWarning, stacklevel=2)
-    return IGResult(np.stack(maps, axis=1).astype(np.float32), gap, rel, diff)
+    params = {"baseline": level, "n_steps": n_steps, "quadrature": method}
+    return Attribution("integrated_gradients", result, names, read.layer, params,
+                       gap=gap, relative_gap=rel, difference=diff)

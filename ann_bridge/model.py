@@ -4,9 +4,12 @@
 averages them down to ``input_size`` pixels (area downsampling, differentiable, so
 gradients and occluders live in the original image pixels), and classifies the facial
 expression. It was trained by :mod:`ann_bridge.train` with bubbles augmentation on the
-embedded synthetic face set. The weights ship in ``data/expression_cnn.pt`` with a
-SHA-256 checksum in ``data/expression_cnn.sha256`` that :func:`load_default_model`
-verifies before loading; nothing is downloaded.
+embedded synthetic face set. The weights ship in ``data/expression_cnn.pt`` (installed
+as the package ``bubbles_data``, so a regular ``pip install`` carries them) with a
+SHA-256 checksum in ``expression_cnn.sha256`` that :func:`load_default_model` verifies
+before loading; nothing is downloaded. Checkpoints are read with
+``torch.load(weights_only=True)`` only: a file that is not a checkpoint written by
+:func:`save_model` is refused, never unpickled.
 """
 
 from __future__ import annotations
@@ -19,14 +22,28 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import bubbles_data
 from analysis.diagnostic import to_jsonable
 
-__all__ = ["ExpressionCNN", "load_model", "save_model", "load_default_model",
-           "DEFAULT_WEIGHTS", "DEFAULT_CHECKSUM", "sha256"]
+from .record import resolve_device
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_WEIGHTS = DATA_DIR / "expression_cnn.pt"
-DEFAULT_CHECKSUM = DATA_DIR / "expression_cnn.sha256"
+__all__ = ["ExpressionCNN", "load_model", "save_model", "load_default_model",
+           "default_weights", "default_checksum", "WEIGHTS_FILE", "sha256"]
+
+#: The embedded weights and their checksum, files of the package ``bubbles_data``.
+WEIGHTS_FILE = "expression_cnn.pt"
+CHECKSUM_FILE = "expression_cnn.sha256"
+
+
+def default_weights() -> Path:
+    """Path of the embedded weights (``bubbles_data.path``: a clone or a regular
+    install); FileNotFoundError naming the file when the installation lacks it."""
+    return bubbles_data.path(WEIGHTS_FILE)
+
+
+def default_checksum() -> Path:
+    """Path of the embedded weights' ``.sha256`` file."""
+    return bubbles_data.path(CHECKSUM_FILE)
 
 
 class ExpressionCNN(nn.Module):
@@ -114,32 +131,54 @@ def load_model(path, *, checksum=None, device="cpu") -> ExpressionCNN:
         A ``.sha256`` file (``sha256sum`` format) or a hex digest to verify the weights
         against before loading; None skips the check.
     device : str or torch.device
+        Checked by :func:`ann_bridge.record.resolve_device` (None: cuda when there).
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` is not a file.
     ValueError
-        If the checksum does not match or the file is not an ExpressionCNN checkpoint.
+        If the checksum does not match, or the file is empty, truncated, not a torch
+        file or not an ExpressionCNN checkpoint (it is never unpickled beyond
+        ``weights_only=True``).
     """
     path = Path(path)
+    device = resolve_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path}")
     if checksum is not None:
         expected = str(checksum)
         if Path(expected).is_file():
-            expected = Path(expected).read_text().split()[0]
+            text = Path(expected).read_text().split()
+            if not text:
+                raise ValueError(f"checksum file {expected} is empty")
+            expected = text[0]
         actual = sha256(path)
         if actual != expected.strip().lower():
             raise ValueError(f"checksum of {path} is {actual}, expected {expected}: "
                              "the weights are corrupt or were replaced")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    not_ckpt = (f"{path} is not an ann_bridge.expression_cnn checkpoint written by "
+                "save_model / `bubbles ann train`")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{not_ckpt} (the file is empty)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # torch's own text may advise an unsafe load: not shown
+        raise ValueError(f"{not_ckpt} (torch cannot read it as a weights-only file: "
+                         f"{type(exc).__name__}; truncated, damaged or another format)"
+                         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "ann_bridge.expression_cnn":
-        raise ValueError(f"{path} is not an ann_bridge.expression_cnn checkpoint")
-    model = ExpressionCNN(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+        raise ValueError(not_ckpt)
+    try:
+        model = ExpressionCNN(**ckpt["config"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: a damaged ann_bridge.expression_cnn checkpoint "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
     model.info = dict(ckpt.get("info", {}))
     return model.to(device).eval()
 
 
 def load_default_model(device="cpu") -> ExpressionCNN:
-    """The embedded expression CNN, checksum-verified, from ``data/`` (offline)."""
-    return load_model(DEFAULT_WEIGHTS, checksum=DEFAULT_CHECKSUM, device=device)
+    """The embedded expression CNN, checksum-verified, from ``bubbles_data`` (offline)."""
+    return load_model(default_weights(), checksum=default_checksum(), device=device)

@@ -13,9 +13,13 @@ files it produces are analysed exactly like a person's.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import torch
 
+from .model import load_default_model
 from .record import resolve_device
 
 __all__ = ["NetworkObserver"]
@@ -31,8 +35,8 @@ class NetworkObserver:
         label of each logit). Default: :func:`ann_bridge.model.load_default_model`.
     decision_noise : float
         SD of Gaussian noise added to the logits before the argmax (>= 0).
-    seed : int
-        Seed of the decision noise.
+    seed : int, numpy SeedSequence or Generator
+        Seed of the decision noise (``numpy.random.default_rng(seed)``).
     device : str or torch.device, optional
         Defaults to cuda when available.
     labels : sequence of str, optional
@@ -49,15 +53,17 @@ class NetworkObserver:
 
     def __init__(self, model=None, *, decision_noise=0.0, seed=0, device=None, labels=None):
         if model is None:
-            from .model import load_default_model
             model = load_default_model()
         if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         classes = tuple(getattr(model, "classes", ()) or ())
         if not classes:
             raise ValueError("model must have a 'classes' attribute naming its outputs")
-        if not (isinstance(decision_noise, (int, float)) and decision_noise >= 0):
-            raise ValueError(f"decision_noise must be a number >= 0 (logit SD), "
+        if isinstance(decision_noise, bool) or not isinstance(decision_noise, numbers.Real):
+            raise TypeError(f"decision_noise must be a number >= 0 (logit SD), "
+                            f"got {decision_noise!r}")
+        if not (math.isfinite(decision_noise) and decision_noise >= 0):
+            raise ValueError(f"decision_noise must be a finite number >= 0 (logit SD), "
                              f"got {decision_noise!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()

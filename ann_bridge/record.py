@@ -30,7 +30,10 @@ __all__ = [
     "UnitRecorder",
     "record",
     "as_units",
+    "check_count",
     "default_device",
+    "resolve_device",
+    "image_batch",
     "default_preprocess",
     "layer_names",
     "get_layer",
@@ -41,35 +44,155 @@ class _StopForward(Exception):
     """Raised from a hook once every recorded layer has run; never escapes."""
 
 
+def check_count(name, value, minimum=1):
+    """``value`` as an int, refused (ValueError naming ``name``) unless an integer >=
+    ``minimum``; the one check of counts across ann_bridge (batch sizes, masks, steps)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer, float))
+            or int(value) != value or value < minimum):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def default_device() -> torch.device:
     """Return ``cuda`` when a GPU is available, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device) -> torch.device:
-    """``None`` -> :func:`default_device`; a string or device -> ``torch.device``."""
+    """``None`` -> :func:`default_device`; a string or ``torch.device`` -> a device that
+    this torch build can use.
+
+    Raises
+    ------
+    TypeError
+        ``device`` is neither None, a string nor a ``torch.device``.
+    ValueError
+        A malformed name (``'gpu0'``), a type other than cpu / cuda / mps, or a device
+        that is not there (``'cuda'`` on a CPU-only torch build or a machine without a
+        GPU, ``'cuda:3'`` with fewer GPUs).
+    """
     if device is None:
         return default_device()
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a string such as 'cpu' or 'cuda:0', or a "
+                        f"torch.device, got {type(device).__name__} {device!r}")
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device must be None, 'cpu', 'cuda' or a torch.device, got {device!r}"
-        ) from exc
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be one of {list(DEVICE_TYPES)} (with an optional "
+                         f"':index', e.g. 'cuda:0'); {device!r} was provided") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"device must be one of {list(DEVICE_TYPES)}; {device!r} was "
+                         "provided")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no GPU is visible to CUDA")
+            raise ValueError(f"device {str(dev)!r} is not available: {why} (torch "
+                             f"{torch.__version__}); use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(dev)!r} is not available: "
+                             f"{torch.cuda.device_count()} GPU(s) visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(dev)!r} is not available on this machine; use 'cpu'")
+    return dev
+
+
+CHANNELS = (1, 3, 4)
+
+
+def image_batch(images, *, name="images", check_values=True) -> torch.Tensor:
+    """Images as a float32 tensor in the toolkit's layout, ``(N, H, W)`` or ``(N, H, W, C)``.
+
+    The one reader of image stacks across ann_bridge (probe, attribution, recorder), so
+    no function reads an axis as the wrong one:
+
+    * ``(H, W)`` is one grey image, ``(N, H, W)`` a stack of grey images;
+    * a 4-D **torch tensor** is ``(N, C, H, W)`` (torch's layout), with C in 1, 3, 4;
+      one channel gives grey ``(N, H, W)``;
+    * a 4-D **array** is read as ``(N, H, W, C)`` when only its last axis can hold
+      channels and as ``(N, C, H, W)`` when only axis 1 can; when both or neither can,
+      it is ambiguous and refused (pass a torch tensor, or a grey ``(N, H, W)`` stack).
+
+    With ``check_values`` the values must be finite and in [0, 1] (the toolkit's
+    images; 8-bit images must be divided by 255).
+
+    Parameters
+    ----------
+    images : array or torch.Tensor
+    name : str
+        How errors name the argument (a command passes its option, e.g. ``'--images
+        x.npy'``).
+    check_values : bool
+
+    Returns
+    -------
+    torch.Tensor
+        float32, on the input tensor's device (CPU for arrays); a view where possible.
+
+    Examples
+    --------
+    >>> image_batch(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 8, 8])
+    >>> image_batch(np.zeros((2, 8, 8, 3))).shape
+    torch.Size([2, 8, 8, 3])
+    """
+    is_tensor = torch.is_tensor(images)
+    if is_tensor:
+        x = images.detach().to(torch.float32)
+    else:
+        arr = np.asarray(images)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                       or arr.dtype == bool):
+            raise TypeError(f"{name} must be a numeric array or a torch tensor, got "
+                            f"{arr.dtype} values")
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    shape = tuple(x.shape)
+    if x.ndim == 2:
+        x = x[None]
+    elif x.ndim == 4:
+        first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
+        if is_tensor:
+            if not first:
+                raise ValueError(f"{name}: a 4-D torch tensor is read as (N, C, H, W) with "
+                                 f"C in {list(CHANNELS)}; got shape {shape}")
+            x = x.permute(0, 2, 3, 1)
+        elif first == last:
+            raise ValueError(f"{name} of shape {shape} is ambiguous: (N, H, W, C) or (N, C, "
+                             "H, W)? Pass grey images (N, H, W), or a torch tensor, which "
+                             "is read as (N, C, H, W)")
+        elif first:
+            x = x.permute(0, 2, 3, 1)
+        if x.shape[3] == 1:
+            x = x[..., 0]
+    elif x.ndim != 3:
+        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or, for colour, "
+                         f"(N, H, W, C) / a torch tensor (N, C, H, W); got {shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"{name} must hold at least one image of at least 1 x 1 pixels, "
+                         f"got shape {shape}")
+    if check_values:
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must hold finite values (no NaN or inf)")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            hint = " (8-bit images: divide by 255)" if hi > 1 and hi <= 255 else ""
+            raise ValueError(f"{name} must have values in [0, 1]{hint}, got [{lo:g}, {hi:g}]")
+    return x
 
 
 def default_preprocess(images: torch.Tensor) -> torch.Tensor:
-    """Turn images in the toolkit's layout into a model batch.
+    """Turn a batch in the toolkit's layout (see :func:`image_batch`) into a model batch.
 
-    ``(N, H, W)`` grey images become ``(N, 1, H, W)``; ``(N, H, W, C)`` colour images
-    with C in (1, 3, 4) become ``(N, C, H, W)``; a 4-D tensor whose dimension 1 is
-    already a channel axis passes through.
+    Grey ``(N, H, W)`` becomes ``(N, 1, H, W)``; colour ``(N, H, W, C)`` becomes
+    ``(N, C, H, W)``.
     """
     if images.ndim == 3:
         return images.unsqueeze(1)
-    if images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
-        return images.permute(0, 3, 1, 2)
-    return images
+    return images.permute(0, 3, 1, 2)
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -123,7 +246,7 @@ class Units:
         if isinstance(ch, (list, np.ndarray, range)):
             object.__setattr__(self, "channels", tuple(int(c) for c in ch))
         elif ch is not None and not isinstance(ch, (int, np.integer, slice, tuple)):
-            raise ValueError(
+            raise TypeError(
                 f"channels must be None, an int, a slice or a sequence of ints, got {ch!r}"
             )
         if self.position is not None:
@@ -192,7 +315,7 @@ def as_units(units) -> Units | Callable:
         return Units(channels=units)
     if callable(units):
         return units
-    raise ValueError(
+    raise TypeError(
         "units must be None, an int, a slice, a sequence of ints, a Units or a callable, "
         f"got {units!r}"
     )
@@ -223,7 +346,7 @@ class UnitRecorder:
 
     def __init__(self, model: nn.Module, layers, units=None, *, preprocess=None, device=None):
         if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(layers, Mapping):
             if units is not None:
                 raise ValueError("units must be None when layers is a mapping of layer -> units")
@@ -231,7 +354,7 @@ class UnitRecorder:
         elif isinstance(layers, (str, nn.Module)):
             spec = {layers: units}
         else:
-            raise ValueError(
+            raise TypeError(
                 f"layers must be a layer name or a mapping of names to units, got {layers!r}"
             )
         if not spec:
@@ -240,7 +363,7 @@ class UnitRecorder:
         self.model = model.to(self.device)
         self.preprocess = default_preprocess if preprocess is None else preprocess
         if not callable(self.preprocess):
-            raise ValueError(f"preprocess must be callable, got {preprocess!r}")
+            raise TypeError(f"preprocess must be callable, got {preprocess!r}")
         self.layers: dict[str, tuple[nn.Module, Units | Callable]] = {}
         for layer, sel in spec.items():
             name, module = get_layer(model, layer)
@@ -299,14 +422,16 @@ class UnitRecorder:
         Parameters
         ----------
         images : array or tensor
-            ``(N, H, W)`` (or ``(N, H, W, C)``) float images in [0, 1].
+            Grey ``(N, H, W)`` or colour images in the layouts of :func:`image_batch`
+            (a 4-D tensor is ``(N, C, H, W)``); the values are not checked here (the
+            probe calls this for every batch of its own stimuli).
 
         Returns
         -------
         dict
             layer name -> float tensor ``(N, n_units)`` on the recorder's device.
         """
-        x = torch.as_tensor(images, dtype=torch.float32, device=self.device)
+        x = image_batch(images, check_values=False).to(self.device)
         with torch.inference_mode():
             return self.forward_layers(self.preprocess(x), reduce=True)
 
@@ -324,7 +449,7 @@ class UnitRecorder:
 
     def unit_names(self, images) -> dict[str, list[str]]:
         """Names of the recorded units per layer (runs one image through the model)."""
-        x = torch.as_tensor(np.asarray(images)[:1], dtype=torch.float32, device=self.device)
+        x = image_batch(images, check_values=False)[:1].to(self.device)
         with torch.inference_mode():
             raw = self.forward_layers(self.preprocess(x), reduce=False)
         names = {}
@@ -346,7 +471,9 @@ def record(model, layer, images, units=None, *, preprocess=None, device=None,
     model : torch.nn.Module
     layer : str
         Name of the layer as in ``model.named_modules()``.
-    images : array (N, H, W) or (N, H, W, C), float in [0, 1]
+    images : array or tensor, values in [0, 1]
+        ``(N, H, W)``, ``(N, H, W, C)`` or a tensor ``(N, C, H, W)``: see
+        :func:`image_batch`.
     units : see :func:`as_units`
     preprocess : callable, optional
     device : str or torch.device, optional
@@ -358,11 +485,10 @@ def record(model, layer, images, units=None, *, preprocess=None, device=None,
     numpy.ndarray
         float32 ``(N, n_units)``.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_count("batch_size", batch_size)
     rec = UnitRecorder(model, layer, units, preprocess=preprocess, device=device)
     name = next(iter(rec.layers))
-    images = np.asarray(images, dtype=np.float32)
+    images = image_batch(images)
     out = [rec(images[i:i + batch_size])[name].cpu().numpy()
-           for i in range(0, len(images), int(batch_size))]
+           for i in range(0, len(images), batch_size)]
     return np.concatenate(out, axis=0)

@@ -11,7 +11,11 @@ bubbles stimulus (40 %; Gaussian apertures with sigma 6 to 20 px of the 256 px f
 bubble counts log-uniform from nearly nothing to nearly everything), or a 5-band
 multi-scale stimulus as in Gosselin & Schyns (2001) (40 %; finest sigma 5.8 px,
 5 to 600 bubbles split across bands as :class:`bubbles.BubbleSpec` does). Backgrounds are
-the image mean (single scale) or the always-visible low-pass residual (multi-scale).
+the session's grey of the hidden parts, :func:`bubbles.background_levels` of the 256 px
+face (single scale), or the always-visible low-pass residual (multi-scale). Masks and
+stimuli are made by the probe's torch backend of the renderer and compositing
+(:func:`ann_bridge.probe.aperture_masks`, :func:`~ann_bridge.probe.torch_apply_bubbles`,
+:func:`~ann_bridge.probe.torch_compose_multiscale`), the rules of :mod:`bubbles`.
 
 Speed. The network averages its input down to ``input_size`` (64) pixels as its first
 step. Training therefore precomputes the faces and their Laplacian bands once at 256 px,
@@ -34,16 +38,24 @@ doi:10.1016/S0042-6989(01)00097-9
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bubbles import (BubbleSpec, background_levels, bubble_stimuli, laplacian_bands,
+                     render_masks, sample_centers, seed_sequence)
+from bubbles.faces import face_set
 
 from .model import ExpressionCNN
+from .probe import aperture_masks, torch_apply_bubbles, torch_compose_multiscale
+from .record import check_count
 
-__all__ = ["TrainResult", "train", "prepare_faces", "augment", "evaluate",
+__all__ = ["TrainResult", "TrainingFaces", "train", "prepare_faces", "augment", "evaluate",
            "bubbled_accuracy", "heldout_metrics", "checkpoint_info"]
 
 TIMING_KEYS = ("data_seconds", "fit_seconds", "train_seconds", "total_seconds")
@@ -75,19 +87,31 @@ def _pool(x: np.ndarray, size: int) -> np.ndarray:
     return t.reshape(*lead, size, size).numpy()
 
 
-def prepare_faces(n_identities, seed, *, input_size=64, bands=True):
-    """Faces, their Laplacian bands and labels, area-averaged to ``input_size``.
+@dataclass
+class TrainingFaces:
+    """What :func:`prepare_faces` returns (arrays at the network's resolution).
 
-    Returns
-    -------
+    Attributes
+    ----------
     images : ndarray (n, s, s)
     bands : ndarray (n, N_BANDS + 1, s, s) or None
+    levels : ndarray (n,)
+        :func:`bubbles.background_levels` of the 256 px faces ('mean'): the grey of the
+        hidden parts of their single-scale stimuli.
     labels : ndarray of int (n,)
     classes : tuple of str
     """
-    from bubbles import laplacian_bands
-    from bubbles.faces import face_set
 
+    images: np.ndarray
+    bands: np.ndarray | None
+    levels: np.ndarray
+    labels: np.ndarray
+    classes: tuple
+
+
+def prepare_faces(n_identities, seed, *, input_size=64, bands=True) -> TrainingFaces:
+    """Faces, their Laplacian bands, background greys and labels, area-averaged to
+    ``input_size``."""
     s = face_set(n_identities, seed=seed, size=FACE_SIZE)
     classes = tuple(s.expressions)
     labels = np.array([classes.index(e) for e in s.table["expression"]], dtype=np.int64)
@@ -95,29 +119,18 @@ def prepare_faces(n_identities, seed, *, input_size=64, bands=True):
     b = None
     if bands:
         b = _pool(np.stack([laplacian_bands(im, N_BANDS) for im in s.images]), input_size)
-    return imgs, b, labels, classes
+    return TrainingFaces(imgs, b, background_levels(s.images, "mean"), labels, classes)
 
 
-def _render(centers, weights, sigmas, h, w):
-    """Masks (b, H, W) from centres (b, k, 2), weights (b, k), sigma per (b, k).
-
-    The Gaussian profiles are the probe's (:func:`ann_bridge.probe.gaussian_profiles`);
-    a weight of 0 drops a padded bubble (counts vary from sample to sample).
-    """
-    from .probe import gaussian_profiles
-
-    fy, fx = gaussian_profiles(centers, -0.5 / sigmas[..., None] ** 2, h, w)
-    fy = fy * weights[..., None]
-    return torch.bmm(fy.transpose(1, 2), fx).clamp_(max=1.0)
-
-
-def augment(images, bands, gen, *, scale=4.0, p_full=0.2, p_single=0.4):
+def augment(images, bands, levels, gen, *, scale=4.0, p_full=0.2, p_single=0.4):
     """Bubbled training stimuli at the network's resolution.
 
     Parameters
     ----------
     images : tensor (b, s, s)
     bands : tensor (b, N_BANDS + 1, s, s)
+    levels : tensor (b,)
+        The grey of the hidden parts of each image (:attr:`TrainingFaces.levels`).
     gen : torch.Generator
     scale : float
         Face pixels (256 px) per network pixel; sigmas are divided by it.
@@ -140,10 +153,8 @@ def augment(images, bands, gen, *, scale=4.0, p_full=0.2, p_single=0.4):
         kmax = int(k.max())
         cen = torch.rand(n1, kmax, 2, generator=gen) * torch.tensor([h, w]) - 0.5
         wt = (torch.arange(kmax)[None] < k[:, None]).float()
-        m = _render(cen, wt, (sig / scale)[:, None].expand(n1, kmax), h, w)
-        img = images[single]
-        bg = img.mean(dim=(1, 2), keepdim=True)
-        out[single] = bg + m * (img - bg)
+        m = aperture_masks(cen, (sig / scale)[:, None].expand(n1, kmax), (h, w), weights=wt)
+        out[single] = torch_apply_bubbles(images[single], m, levels[single])
     n2 = int(multi.sum())
     if n2:
         total = torch.exp(torch.empty(n2).uniform_(math.log(5), math.log(600), generator=gen))
@@ -154,16 +165,16 @@ def augment(images, bands, gen, *, scale=4.0, p_full=0.2, p_single=0.4):
         # the augmentation stream and so the shipped weights.
         share = (1 / sig ** 2) / (1 / sig ** 2).sum()
         counts = torch.floor(total[:, None] * share[None] + torch.rand(n2, N_BANDS, generator=gen))
-        stim = bands[multi][:, -1].clone()
+        masks = torch.empty((n2, N_BANDS, h, w))
         for j in range(N_BANDS):
             kj = counts[:, j]
             kmax = max(int(kj.max()), 1)
             cen = torch.rand(n2, kmax, 2, generator=gen) * torch.tensor([h, w]) - 0.5
             wt = (torch.arange(kmax)[None] < kj[:, None]).float()
-            m = _render(cen, wt, torch.full((n2, kmax), float(sig[j]) / scale), h, w)
-            stim += m * bands[multi][:, j]
-        out[multi] = stim
-    return out.clamp_(0.0, 1.0)
+            masks[:, j] = aperture_masks(cen, torch.full((n2, kmax), float(sig[j]) / scale),
+                                         (h, w), weights=wt)
+        out[multi] = torch_compose_multiscale(bands[multi], masks)
+    return out
 
 
 def evaluate(model, images, labels, *, batch_size=256) -> float:
@@ -178,13 +189,13 @@ def evaluate(model, images, labels, *, batch_size=256) -> float:
     return correct / len(images)
 
 
-def bubbled_accuracy(model, stimulus_set, spec, n_trials, seed=0) -> float:
+def bubbled_accuracy(spec, model, stimulus_set, n_trials, seed=0) -> float:
     """Accuracy on bubbled 256 px stimuli made exactly as a session makes them.
 
-    Trial ``t`` shows image ``t % n`` through ``sample_centers(spec, seed, [t])``.
+    Trial ``t`` shows image ``t % n`` through ``sample_centers(spec, seed, [t])``;
+    ``seed`` is any kind :func:`bubbles.seed_sequence` takes.
     """
-    from bubbles import bubble_stimuli, laplacian_bands, render_masks, sample_centers
-
+    seed = seed_sequence(seed)
     classes = list(model.classes)
     labels = np.array([classes.index(e) for e in stimulus_set.table["expression"]])
     images = stimulus_set.images
@@ -193,7 +204,7 @@ def bubbled_accuracy(model, stimulus_set, spec, n_trials, seed=0) -> float:
     which = np.arange(n_trials) % len(images)
     bands = ([laplacian_bands(im, spec.n_bands) for im in images]
              if spec.multiscale else [None] * len(images))
-    stims = np.stack([bubble_stimuli(images[j], spec, masks[t:t + 1], bands=bands[j],
+    stims = np.stack([bubble_stimuli(spec, images[j], masks[t:t + 1], bands=bands[j],
                                      seed=seed, trials=[t])[0]
                       for t, j in enumerate(which)])
     return evaluate(model, stims, labels[which])
@@ -210,8 +221,10 @@ def train(*, n_identities=200, face_seed=1, seed=0, epochs=30, batch_size=64, lr
         seed=face_seed)``.
     face_seed : int
         Seed of the training faces; must differ from 0 and 2 (the held-out sets).
-    seed : int
-        Seed of the weights, the augmentation and the batch order.
+    seed : int, numpy SeedSequence or Generator
+        Seed of the weights, the augmentation and the batch order. An int seeds torch
+        directly (the embedded weights: 0); a SeedSequence or Generator gives a 63-bit
+        int through :func:`bubbles.seed_sequence`.
     epochs, batch_size, lr : training schedule (AdamW, cosine learning-rate decay).
     input_size, width : network size, see :class:`ExpressionCNN`.
     threads : int
@@ -225,25 +238,26 @@ def train(*, n_identities=200, face_seed=1, seed=0, epochs=30, batch_size=64, lr
     -------
     TrainResult
     """
-    from tqdm.auto import tqdm
-
     if face_seed in (0, 2):
         raise ValueError(f"face_seed must not be 0 or 2 (the held-out test sets), got {face_seed}")
-    if int(n_identities) < 2:
-        raise ValueError(f"n_identities must be >= 2, got {n_identities}")
+    n_identities = check_count("n_identities", n_identities, 2)
+    epochs = check_count("epochs", epochs)
+    batch_size = check_count("batch_size", batch_size)
+    threads = check_count("threads", threads)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
     try:
-        imgs, bands, labels, classes = prepare_faces(n_identities, face_seed,
-                                                     input_size=input_size)
+        faces = prepare_faces(n_identities, face_seed, input_size=input_size)
         t_data = time.perf_counter() - t0
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        model = ExpressionCNN(classes, input_size=input_size, width=width)
-        ximg = torch.from_numpy(imgs)
-        xb = torch.from_numpy(bands)
-        y = torch.from_numpy(labels)
+        torch_seed = _torch_seed(seed)
+        torch.manual_seed(torch_seed)
+        gen = torch.Generator().manual_seed(torch_seed)
+        model = ExpressionCNN(faces.classes, input_size=input_size, width=width)
+        ximg = torch.from_numpy(faces.images)
+        xb = torch.from_numpy(faces.bands)
+        xl = torch.from_numpy(faces.levels)
+        y = torch.from_numpy(faces.labels)
         n = len(y)
         steps = epochs * math.ceil(n / batch_size)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -257,7 +271,7 @@ def train(*, n_identities=200, face_seed=1, seed=0, epochs=30, batch_size=64, lr
             tot, hits = 0.0, 0
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
-                x = augment(ximg[idx], xb[idx], gen, scale=FACE_SIZE / input_size)
+                x = augment(ximg[idx], xb[idx], xl[idx], gen, scale=FACE_SIZE / input_size)
                 logits = model(x[:, None])
                 loss = F.cross_entropy(logits, y[idx])
                 opt.zero_grad(set_to_none=True)
@@ -277,7 +291,7 @@ def train(*, n_identities=200, face_seed=1, seed=0, epochs=30, batch_size=64, lr
         model.eval()
         metrics = {
             "train_identities": int(n_identities), "face_seed": int(face_seed),
-            "seed": int(seed), "epochs": int(epochs), "batch_size": int(batch_size),
+            "seed": torch_seed, "epochs": int(epochs), "batch_size": int(batch_size),
             "lr": float(lr), "threads": int(threads), "input_size": int(input_size),
             "width": int(width), "torch": str(torch.__version__),
             "data_seconds": round(t_data, 2), "fit_seconds": round(t_fit, 2),
@@ -291,6 +305,17 @@ def train(*, n_identities=200, face_seed=1, seed=0, epochs=30, batch_size=64, lr
     return TrainResult(model, metrics)
 
 
+def _torch_seed(seed) -> int:
+    """``seed`` as torch's int: an int as it is, a SeedSequence or Generator through
+    :func:`bubbles.seed_sequence` (a 63-bit int drawn from it)."""
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, a numpy SeedSequence or a "
+                             f"numpy Generator, got {seed!r}")
+        return int(seed)
+    return int(seed_sequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def checkpoint_info(metrics: dict) -> dict:
     """The metrics without timings, stored in the checkpoint so that the same seed on
     the same torch build writes a bit-identical file."""
@@ -299,9 +324,6 @@ def checkpoint_info(metrics: dict) -> dict:
 
 def heldout_metrics(model) -> dict:
     """Accuracy on the held-out identities at 256 px, full and bubbled."""
-    from bubbles import BubbleSpec
-    from bubbles.faces import face_set
-
     out = {}
     for seed in (0, 2):
         s = face_set(20, seed=seed, size=FACE_SIZE)
@@ -312,10 +334,10 @@ def heldout_metrics(model) -> dict:
                     bands=N_BANDS)
     ss = BubbleSpec(shape=(FACE_SIZE, FACE_SIZE), sigma=10.0, n_bubbles=20)
     out["bubbled_accuracy"] = {
-        "multiscale_sigma5.8_60": bubbled_accuracy(model, s, ms, 240, seed=11),
-        "multiscale_sigma5.8_20": bubbled_accuracy(model, s, ms.replace(n_bubbles=20), 240,
+        "multiscale_sigma5.8_60": bubbled_accuracy(ms, model, s, 240, seed=11),
+        "multiscale_sigma5.8_20": bubbled_accuracy(ms.replace(n_bubbles=20), model, s, 240,
                                                    seed=12),
-        "single_sigma10_20": bubbled_accuracy(model, s, ss, 240, seed=13),
-        "single_sigma10_5": bubbled_accuracy(model, s, ss.replace(n_bubbles=5), 240, seed=14),
+        "single_sigma10_20": bubbled_accuracy(ss, model, s, 240, seed=13),
+        "single_sigma10_5": bubbled_accuracy(ss.replace(n_bubbles=5), model, s, 240, seed=14),
     }
     return out

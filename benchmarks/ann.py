@@ -1,7 +1,7 @@
 """Bubbles probe of every channel of a conv layer of the embedded CNN, in one run.
 
     python benchmarks/ann.py [--masks 2000] [--layer features.conv3] [--device cpu]
-                             [--captum-channels 4] [--repeats 3] [--threads 2]
+                             [--captum-channels 4] [--repeats 3] [--threads 2] [--busy]
 
 Diagnostic images of all channels of ``--layer`` from 2,000 bubbles masks (256 x 256,
 sigma 10 px, 20 bubbles; the face ``id00_happy``):
@@ -21,22 +21,30 @@ sigma 10 px, 20 bubbles; the face ``id00_happy``):
     against ours. Both sides add the same classification-image step. Target: >= 20x.
 
 Timings are the minimum over ``--repeats`` runs, ours and the bare passes interleaved
-(other processes share the CPU and their load drifts during a run).
+(other processes share the CPU and their load drifts during a run). ``--busy`` repeats
+(a) with one core kept busy by another process (``busy.busy_core``), as a lab PC running
+PsychoPy or a shared server would.
 """
 
 import argparse
+import contextlib
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from analysis import classification_image
-from ann_bridge import diagnostic_images, load_default_model
-from ann_bridge.probe import _Composer, bubbled_batch
-from ann_bridge.record import UnitRecorder
-from bubbles import BubbleSpec, sample_centers
-from bubbles.faces import face_set
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis import classification_image  # noqa: E402
+from ann_bridge import BubbledStimuli, diagnostic_images, load_default_model  # noqa: E402
+from ann_bridge.record import UnitRecorder  # noqa: E402
+from bubbles import BubbleSpec, sample_centers  # noqa: E402
+from bubbles.faces import face_set  # noqa: E402
+from busy import busy_core  # noqa: E402
 
 
 def truncated(model, layer):
@@ -79,6 +87,8 @@ def main(argv=None):
     p.add_argument("--captum-channels", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--busy", action="store_true",
+                   help="also time (a) with one core kept busy by another process")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -96,12 +106,12 @@ def main(argv=None):
 
     # -- (a) ours vs the bare truncated forward passes -------------------------------
     def ours():
-        return diagnostic_images(model, args.layer, image, spec, n, seed, None, bs,
+        return diagnostic_images(spec, model, args.layer, image, n, seed, batch_size=bs,
                                  device=dev, progress=False)
 
     bare = truncated(model, args.layer).to(dev)
-    stims = [bubbled_batch(spec, timg, which[i:i + bs], centers[i:i + bs])
-             for i in range(0, n, bs)]
+    make = BubbledStimuli(spec, timg, seed=seed)
+    stims = [make(which[i:i + bs], centers[i:i + bs]) for i in range(0, n, bs)]
 
     def bare_pass():
         with torch.inference_mode():
@@ -110,18 +120,23 @@ def main(argv=None):
     # interleaved repeats: the load of other processes drifts during a run, so each of
     # ours is paired with the bare run right after it; CPU time (all threads of this
     # process) is reported too, as it barely depends on the other processes
-    walls, cpus = [], []
-    ours(), bare_pass()                                               # warm-up
-    for _ in range(args.repeats):
-        c0 = time.process_time()
-        t1, ci = timed(ours, 1, dev)
-        c1 = time.process_time()
-        t2, outs = timed(bare_pass, 1, dev)
-        c2 = time.process_time()
-        walls.append((t1, t2))
-        cpus.append((c1 - c0, c2 - c1))
-    walls, cpus = np.array(walls), np.array(cpus)
+    def paired(condition):
+        walls, cpus = [], []
+        with condition:
+            ours(), bare_pass()                                       # warm-up
+            for _ in range(args.repeats):
+                c0 = time.process_time()
+                t1, ci = timed(ours, 1, dev)
+                c1 = time.process_time()
+                t2, outs = timed(bare_pass, 1, dev)
+                c2 = time.process_time()
+                walls.append((t1, t2))
+                cpus.append((c1 - c0, c2 - c1))
+        return np.array(walls), np.array(cpus), ci, outs
+
+    walls, cpus, ci, outs = paired(contextlib.nullcontext())
     t_ours, t_bare = walls.min(axis=0)
+    busy = paired(busy_core())[:2] if args.busy else None
     n_units = ci.z.shape[0]
     bare_resp = torch.cat(outs).double().cpu().numpy()
 
@@ -129,7 +144,7 @@ def main(argv=None):
     buf = torch.empty((bs, 256, 256), device=dev)
 
     def masks_only():                       # as the probe does: constants made once
-        compose = _Composer(spec, timg, seed=seed)
+        compose = BubbledStimuli(spec, timg, seed=seed)
         for i in range(0, n, bs):
             compose(which[i:i + bs], centers[i:i + bs], out=buf)
 
@@ -145,6 +160,13 @@ def main(argv=None):
     print(f"    ratio ours / bare: {t_ours / t_bare:.2f} (min / min), median of paired runs "
           f"{np.median(walls[:, 0] / walls[:, 1]):.2f}, CPU time "
           f"{np.median(cpus[:, 0] / cpus[:, 1]):.2f}   (target <= 1.15)")
+    if busy is not None:
+        bw, bc = busy
+        b_ours, b_bare = bw.min(axis=0)
+        print(f"    one core busy: ours {b_ours:.3f} s, bare {b_bare:.3f} s, ratio "
+              f"{b_ours / b_bare:.2f} (min / min), median of paired runs "
+              f"{np.median(bw[:, 0] / bw[:, 1]):.2f}, CPU time "
+              f"{np.median(bc[:, 0] / bc[:, 1]):.2f}")
 
     # -- (b) ours vs captum NeuronFeatureAblation looped over channels ----------------
     from captum.attr import NeuronFeatureAblation
@@ -160,7 +182,7 @@ def main(argv=None):
             sel = (lambda out, c=c: out[:, c].mean(dim=(1, 2)))
             col = []
             for i in range(0, n, bs):
-                base = bubbled_batch(spec, timg, which[i:i + bs], centers[i:i + bs])[:, None]
+                base = make(which[i:i + bs], centers[i:i + bs])[:, None]
                 x = timg[None].expand(len(base), 1, 256, 256)
                 with torch.no_grad():
                     a = nfa.attribute(x, neuron_selector=sel, baselines=base,

@@ -5,14 +5,18 @@
     bubbles ann train [--out DIR] [--seed 0] [--epochs 30]
     bubbles ann probe --layer features.relu3 --n-masks 2000 --out DIR
     bubbles ann attribute --method occlusion|saliency|ig --out DIR
+    bubbles ann --list-layers [--model ...]
 
-The lead's dispatcher (``bubbles.cli``) calls :func:`main` with the arguments after
-``ann``. Exit codes: 0 done, 1 a data or setup error (missing or existing files, a layer
-or stimulus that is not there, a model that cannot be built), 2 a usage error (argparse:
-a missing or malformed option). Every command defaults to the embedded model
-(``--model default``) and the embedded face set; ``--model`` also takes a checkpoint
-written by ``bubbles ann train`` or ``package.module:factory`` (a callable returning an
-``nn.Module``).
+The commands parse, call :mod:`ann_bridge` (:func:`ann_bridge.train.train`,
+:func:`ann_bridge.diagnostic_images`, the attribution functions and
+:func:`ann_bridge.attribution.attribution_images`) and write what they return. Exit
+statuses (:mod:`commands.common`): 0 done; 1 a data or setup error (files missing,
+damaged or in the way, images outside [0, 1], a layer or stimulus that is not there, a
+model that cannot be built, a ``--device`` this machine does not have); 2 a usage error
+(a missing or malformed option, a value outside its range, options that do not go
+together). Every command defaults to the embedded model (``--model default``) and the
+embedded face set; ``--model`` also takes a checkpoint written by ``bubbles ann train``
+or ``package.module:factory`` (a callable returning an ``nn.Module``).
 """
 
 from __future__ import annotations
@@ -20,77 +24,85 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
-__all__ = ["main", "load_any_model"]
+from analysis.ci import METHODS
+from analysis.diagnostic import to_jsonable
+from analysis.figures import plot_montage, save_figure
+from ann_bridge.attribution import (attribution_images, integrated_gradients, occlusion,
+                                    saliency)
+from ann_bridge.model import (default_weights, load_default_model, load_model, save_model,
+                              sha256)
+from ann_bridge.probe import RESPONSES, diagnostic_images, strongest_targets
+from ann_bridge.record import DEVICE_TYPES, Units, image_batch, layer_names, resolve_device
+from ann_bridge.train import checkpoint_info, train
+from bubbles import BubbleSpec
+from bubbles.faces import face_set
+
+from .common import DataError, prepare_out, run_command
+
+__all__ = ["main", "build_parser", "load_any_model", "save_probe", "save_attributions"]
+
+MAP_FILES = (".npz", ".json", ".png")
+TRAIN_OUTPUTS = ("expression_cnn.pt", "expression_cnn.sha256", "metrics.json")
+ATTRIBUTIONS = {"occlusion": "occlusion", "saliency": "saliency",
+                "ig": "integrated_gradients"}
+OCCLUSION_OPTIONS = ("occluder", "stride", "fill", "sweep")
+IG_OPTIONS = ("steps", "baseline")
+FACE_OPTIONS = ("identities", "face_seed", "size")
+SPEC_OPTIONS = ("sigma", "n_bubbles", "bands")
 
 
-def load_any_model(spec: str, device="cpu"):
-    """``'default'`` | path to a saved ExpressionCNN | ``'module:factory'``."""
-    from .model import load_default_model, load_model
-
-    if spec in (None, "", "default"):
-        return load_default_model(device=device)
-    path = Path(spec)
-    if path.suffix in (".pt", ".pth") or path.is_file():
-        sha = path.with_suffix(".sha256")
-        return load_model(path, checksum=sha if sha.is_file() else None, device=device)
-    if ":" in spec:
-        mod, _, attr = spec.partition(":")
+# -- option types (a malformed value is a usage error, exit 2) -------------------------
+def _count(minimum):
+    def parse(text):
         try:
-            model = getattr(importlib.import_module(mod), attr)()
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"--model {spec!r}: cannot build the model ({exc})") from None
-        return model.to(device).eval()
-    raise ValueError(f"--model must be 'default', a .pt file or 'module:factory', got {spec!r}")
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
 
 
-def _images(args, *, one_per_expression=False):
-    """(images, ids) from --images (.npy) or the embedded faces (+ --stimulus); with
-    ``one_per_expression`` and neither option, the first face of each expression."""
-    if args.images:
-        arr = np.load(args.images).astype(np.float32)
-        if arr.ndim == 2:
-            arr = arr[None]
-        ids = [f"image{i}" for i in range(len(arr))]
-    else:
-        from bubbles.faces import face_set
-        s = face_set(args.identities, seed=args.face_seed, size=args.size)
-        arr, ids = s.images, list(s.table["stimulus_id"])
-        if one_per_expression and not args.stimulus:
-            first = s.table.groupby("expression", sort=False).head(1).index.to_numpy()
-            arr, ids = arr[first], [ids[i] for i in first]
-    if args.stimulus:
-        missing = [x for x in args.stimulus if x not in ids]
-        if missing:
-            raise ValueError(f"--stimulus must name stimuli of the set (e.g. {ids[:3]}), "
-                             f"got {missing}")
-        keep = [ids.index(x) for x in args.stimulus]
-        arr, ids = arr[keep], [ids[i] for i in keep]
-    return np.ascontiguousarray(arr, dtype=np.float32), ids
-
-
-def _units_text(text):
-    """argparse type of --units: checks the syntax, keeps the text (written to info)."""
+def _positive(text):
     try:
-        _units(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'all', an index '3', a slice '0:8' or "
-                                         f"a list '1,4,9', got {text!r}") from None
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _grey(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a finite grey level in [0, 1], got {text!r}")
+    return value
+
+
+def _device_text(text):
+    """argparse type of --device: a device name torch can parse (its availability is
+    checked when the command runs: exit 1)."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise argparse.ArgumentTypeError(f"must be one of {list(DEVICE_TYPES)} with an "
+                                         f"optional ':index' (e.g. 'cuda:0'), got {text!r}")
     return text
-
-
-def _position(text):
-    """argparse type of --position: 'row,col' -> (row, col)."""
-    try:
-        r, c = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'row,col' in the feature map, got "
-                                         f"{text!r}") from None
-    return r, c
 
 
 def _units(text):
@@ -109,32 +121,56 @@ def _units(text):
                          f"'1,4,9', got {text!r}") from None
 
 
+def _units_text(text):
+    """argparse type of --units: checks the syntax, keeps the text."""
+    try:
+        _units(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'all', an index '3', a slice '0:8' or "
+                                         f"a list '1,4,9', got {text!r}") from None
+    return text
+
+
+def _position(text):
+    """argparse type of --position: 'row,col' -> (row, col)."""
+    try:
+        r, c = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'row,col' in the feature map, got "
+                                         f"{text!r}") from None
+    return r, c
+
+
+# -- parser ----------------------------------------------------------------------------
 def _common(p, *, stimulus_help):
     p.add_argument("--model", default="default",
                    help="'default' (embedded CNN), a .pt checkpoint or module:factory")
-    p.add_argument("--images", help=".npy file of images (N, H, W) in [0, 1]; default: "
-                   "the embedded face set")
-    p.add_argument("--identities", type=int, default=20, help="embedded faces: identities")
-    p.add_argument("--face-seed", type=int, default=0, help="embedded faces: seed")
-    p.add_argument("--size", type=int, default=256, help="embedded faces: size in pixels")
+    p.add_argument("--images", help=".npy file of grey images (N, H, W) or (H, W) in "
+                   "[0, 1]; default: the embedded face set")
+    p.add_argument("--identities", type=_count(1),
+                   help="embedded faces: identities (default 20)")
+    p.add_argument("--face-seed", type=_count(0), help="embedded faces: seed (default 0)")
+    p.add_argument("--size", type=_count(1), help="embedded faces: size in pixels "
+                   "(default 256)")
     p.add_argument("--stimulus", action="append", help=stimulus_help)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", type=_device_text,
+                   help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="replace existing outputs in --out")
 
 
-def _parser():
+def build_parser():
     p = argparse.ArgumentParser(prog="bubbles ann", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train the expression CNN with bubbles augmentation")
     t.add_argument("--out", default="results/ann_train",
                    help="folder for expression_cnn.pt, .sha256 and metrics.json")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--identities", type=int, default=200, help="training identities")
-    t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    t.add_argument("--seed", type=_count(0), default=0)
+    t.add_argument("--epochs", type=_count(1), default=30)
+    t.add_argument("--identities", type=_count(2), default=200, help="training identities")
+    t.add_argument("--threads", type=_count(1), default=2, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--force", action="store_true",
                    help="replace existing outputs in --out (needed to write into the "
@@ -147,260 +183,296 @@ def _parser():
                     help="'all', '3', '0:8' or '1,4,9'")
     pr.add_argument("--position", type=_position,
                     help="'row,col' in the feature map (default: spatial mean)")
-    pr.add_argument("--n-masks", type=int, required=True, help="bubbled trials")
-    pr.add_argument("--seed", type=int, default=0, help="mask seed")
-    pr.add_argument("--spec", help="BubbleSpec JSON file (overrides --sigma/--n-bubbles/--bands)")
-    pr.add_argument("--sigma", type=float, default=10.0, help="aperture SD in pixels")
-    pr.add_argument("--n-bubbles", type=int, default=20)
-    pr.add_argument("--bands", type=int, default=0, help="0 = single scale")
-    pr.add_argument("--batch-size", type=int, default=128)
-    pr.add_argument("--method", default="regression")
-    pr.add_argument("--response", default="activation", choices=["activation", "perturbation"])
+    pr.add_argument("--n-masks", type=_count(2), required=True, help="bubbled trials")
+    pr.add_argument("--seed", type=_count(0), default=0, help="mask seed")
+    pr.add_argument("--spec", help="BubbleSpec JSON file (instead of --sigma, --n-bubbles, "
+                    "--bands)")
+    pr.add_argument("--sigma", type=_positive, help="aperture SD in pixels (default 10)")
+    pr.add_argument("--n-bubbles", type=_count(1), help="bubbles per mask (default 20)")
+    pr.add_argument("--bands", type=_count(0), help="0 = single scale (default)")
+    pr.add_argument("--batch-size", type=_count(1), default=128)
+    pr.add_argument("--method", default="regression", choices=METHODS)
+    pr.add_argument("--response", default="activation", choices=RESPONSES)
     pr.add_argument("--name", help="output stem (default: probe_<layer>)")
 
     a = sub.add_parser("attribute", help="occlusion, saliency or integrated gradients")
     _common(a, stimulus_help="stimulus id (repeat); default: one face per expression")
-    a.add_argument("--method", required=True, choices=["occlusion", "saliency", "ig"])
+    a.add_argument("--method", required=True, choices=list(ATTRIBUTIONS))
     a.add_argument("--target", action="append",
                    help="output class (label or index; repeat); default: predicted class")
     a.add_argument("--layer", help="internal layer instead of the output")
-    a.add_argument("--units", default="all", type=_units_text,
-                   help="with --layer: 'all', '3', '0:8', '1,4'")
-    a.add_argument("--occluder", type=int, default=10, help="occluder side in pixels "
-                   "(Ancona et al. compare 1, 5, 10, 15)")
-    a.add_argument("--stride", type=int, help="occluder stride (<= size; default: size)")
-    a.add_argument("--fill", type=float, default=0.5, help="occluder grey level")
-    a.add_argument("--sweep", default="cover", choices=["cover", "captum"],
-                   help="occluder positions: last window flush with the edge (cover) or "
-                        "captum's (clipped at the edge)")
-    a.add_argument("--steps", type=int, default=50, help="IG steps")
-    a.add_argument("--baseline", type=float, default=0.5, help="IG baseline grey level")
-    a.add_argument("--batch-size", type=int, default=256)
+    a.add_argument("--units", type=_units_text,
+                   help="with --layer: 'all' (default), '3', '0:8', '1,4'")
+    a.add_argument("--occluder", type=_count(1), help="occlusion: occluder side in pixels "
+                   "(default 10; Ancona et al. compare 1, 5, 10, 15)")
+    a.add_argument("--stride", type=_count(1),
+                   help="occlusion: stride (<= --occluder; default: --occluder)")
+    a.add_argument("--fill", type=_grey, help="occlusion: occluder grey level (default 0.5)")
+    a.add_argument("--sweep", choices=["cover", "captum"],
+                   help="occlusion: positions whose last window is flush with the edge "
+                        "(cover, default) or captum's (clipped at the edge)")
+    a.add_argument("--steps", type=_count(2), help="ig: path steps (default 50)")
+    a.add_argument("--baseline", type=_grey, help="ig: baseline grey level (default 0.5)")
+    a.add_argument("--batch-size", type=_count(1), default=256)
     return p
 
 
+def _given(args, names):
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
+
+
+def _usage(args):
+    """Options that do not go together (exit 2); argparse checked each one alone."""
+    if args.command == "train":
+        return None
+    if args.images and _given(args, FACE_OPTIONS):
+        return (f"{', '.join(_given(args, FACE_OPTIONS))} choose the embedded faces and "
+                "cannot be combined with --images")
+    if args.command == "probe":
+        if args.spec and _given(args, SPEC_OPTIONS):
+            return (f"--spec gives the whole spec; {', '.join(_given(args, SPEC_OPTIONS))} "
+                    "cannot be combined with it")
+        return None
+    method = ATTRIBUTIONS[args.method]
+    wrong = (_given(args, OCCLUSION_OPTIONS) if method != "occlusion" else []) + (
+        _given(args, IG_OPTIONS) if method != "integrated_gradients" else [])
+    if wrong:
+        return f"{', '.join(wrong)} do(es) not apply to --method {args.method}"
+    if args.layer and args.target:
+        return "--target picks output classes; with --layer choose units with --units"
+    if args.units is not None and not args.layer:
+        return "--units needs --layer (the output classes are chosen with --target)"
+    if args.stride is not None and args.stride > (args.occluder or 10):
+        return (f"--stride {args.stride} must be <= --occluder {args.occluder or 10} "
+                "(a larger stride leaves pixels uncovered)")
+    return None
+
+
+# -- inputs ----------------------------------------------------------------------------
+def load_any_model(text, device="cpu") -> nn.Module:
+    """``'default'`` | path to a saved ExpressionCNN | ``'module:factory'``, on
+    ``device``; errors name ``--model``."""
+    if text in (None, "", "default"):
+        return load_default_model(device=device)
+    path = Path(text)
+    if path.suffix in (".pt", ".pth") or path.is_file():
+        sha = path.with_suffix(".sha256")
+        try:
+            return load_model(path, checksum=sha if sha.is_file() else None, device=device)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"--model: {exc}") from None
+    if ":" in text:
+        mod, _, attr = text.partition(":")
+        try:
+            model = getattr(importlib.import_module(mod), attr)()
+        except Exception as exc:        # the user's factory: any failure is a setup error
+            raise DataError(f"--model {text!r}: cannot build the model "
+                            f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(model, nn.Module):
+            raise DataError(f"--model {text!r}: the factory returned a "
+                            f"{type(model).__name__}, not a torch.nn.Module")
+        return model.to(device).eval()
+    raise DataError(f"--model must be 'default', a .pt file or 'module:factory', got {text!r}")
+
+
+def _device(args) -> torch.device:
+    try:
+        return resolve_device(args.device)
+    except ValueError as exc:
+        raise DataError(f"--device {args.device}: {exc}") from None
+
+
+def _read_images(text) -> np.ndarray:
+    """Grey images (N, H, W) from an .npy file, checked by ann_bridge's one image check
+    (values in [0, 1], finite), errors naming --images and the file."""
+    path = Path(text)
+    name = f"--images {path}"
+    if not path.is_file():
+        raise DataError(f"{name}: no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{name} is not a readable .npy array file ({type(exc).__name__}: "
+                        f"{str(exc)[:120]})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise DataError(f"{name} is an .npz archive; give one .npy array of images")
+    if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
+        raise DataError(f"{name} of shape {arr.shape} holds colour images; bubbles ann "
+                        "reads grey images (N, H, W) or (H, W): convert them to grey first")
+    imgs = image_batch(arr, name=name)
+    if imgs.ndim != 3:
+        raise DataError(f"{name} must hold grey images (N, H, W) or (H, W), got shape "
+                        f"{arr.shape}")
+    return imgs.numpy()
+
+
+def _images(args, *, one_per_expression=False):
+    """(images, ids) from --images (.npy) or the embedded faces (+ --stimulus); with
+    ``one_per_expression`` and neither option, the first face of each expression."""
+    if args.images:
+        arr = _read_images(args.images)
+        ids = [f"image{i}" for i in range(len(arr))]
+    else:
+        s = face_set(20 if args.identities is None else args.identities,
+                     seed=args.face_seed or 0, size=256 if args.size is None else args.size)
+        arr, ids = s.images, list(s.table["stimulus_id"])
+        if one_per_expression and not args.stimulus:
+            first = s.table.groupby("expression", sort=False).head(1).index.to_numpy()
+            arr, ids = arr[first], [ids[i] for i in first]
+    if args.stimulus:
+        missing = [x for x in args.stimulus if x not in ids]
+        if missing:
+            raise DataError(f"--stimulus must name stimuli of the set (e.g. {ids[:3]}), "
+                            f"got {missing}")
+        keep = [ids.index(x) for x in args.stimulus]
+        arr, ids = arr[keep], [ids[i] for i in keep]
+    return np.ascontiguousarray(arr, dtype=np.float32), ids
+
+
 def _spec(args, shape):
-    from bubbles import BubbleSpec
     if args.spec:
-        spec = BubbleSpec.from_json(Path(args.spec).read_text())
+        path = Path(args.spec)
+        try:
+            spec = BubbleSpec.from_json(path.read_text())
+        except OSError as exc:
+            raise DataError(f"--spec {path}: cannot read it ({exc.strerror})") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"--spec {path} is not a valid BubbleSpec JSON file: {exc}") from None
         if tuple(spec.shape) != tuple(shape):
-            raise ValueError(f"--spec shape {spec.shape} must match the images {shape}")
+            raise DataError(f"--spec {path} has shape {tuple(spec.shape)}, but the images "
+                            f"are {tuple(shape)}")
         return spec
-    return BubbleSpec(shape=tuple(shape), sigma=args.sigma, n_bubbles=args.n_bubbles,
+    return BubbleSpec(shape=tuple(shape), sigma=10.0 if args.sigma is None else args.sigma,
+                      n_bubbles=20 if args.n_bubbles is None else args.n_bubbles,
                       bands=args.bands or None)
 
 
-def _check_free(stems, force):
-    """Refuse, before any work, to replace outputs unless --force."""
-    if force:
-        return
-    for stem in stems:
-        for ext in (".npz", ".json", ".png"):
-            path = Path(str(stem) + ext)
-            if path.exists():
-                raise FileExistsError(f"{path} exists; use --force to replace it")
+# -- outputs ---------------------------------------------------------------------------
+def save_probe(ci, stem, *, background=None, overwrite=False) -> Path:
+    """Write a probe's DiagnosticImage (``stem.npz/.json``) and its montage
+    (``stem.png``: up to 32 units over ``background``, band sum for multi-scale)."""
+    stem = Path(stem)
+    ci.save(stem, overwrite=overwrite)
+    what = f"z, sum of the {ci.n_bands} bands" if ci.n_bands > 1 else "z"
+    fig = plot_montage(ci.maps().sum(axis=1), ci.names, background=background, label="z",
+                       title=f"bubbles probe of {ci.info.get('layer')}: diagnostic image "
+                             f"({what}) per unit, {ci.n_trials} masks; red = revealing "
+                             "the region raises the unit")
+    save_figure(fig, stem.with_name(stem.name + ".png"))
+    return stem
 
 
-TRAIN_OUTPUTS = ("expression_cnn.pt", "expression_cnn.sha256", "metrics.json")
+def save_attributions(result, stimulus_ids, images, out, *, overwrite=False) -> list:
+    """Write each image's attribution (``out/<method>_<id>.npz/.json``, a DiagnosticImage
+    from :func:`ann_bridge.attribution.attribution_images`) and a PNG of its maps over
+    the image, in the method's own units; returns the stems."""
+    stems = []
+    for di, sid, image in zip(attribution_images(result, stimulus_ids), stimulus_ids, images):
+        stem = Path(out) / f"{result.method}_{sid}"
+        di.save(stem, overwrite=overwrite)
+        fig = plot_montage(di.raw, di.targets, background=image, label=result.measure,
+                           title=f"{result.method.replace('_', ' ')} of {sid}")
+        save_figure(fig, stem.with_name(stem.name + ".png"))
+        stems.append(stem)
+    return stems
 
 
-def _check_train_out(out, force):
-    """Refuse, before training, to replace outputs or the embedded weights (no --force)."""
-    from .model import DEFAULT_WEIGHTS
-
-    if force:
-        return
-    if out.resolve() == DEFAULT_WEIGHTS.parent.resolve():
-        raise FileExistsError(f"--out {out} is the folder of the embedded weights "
-                              f"({DEFAULT_WEIGHTS.name}, checked by load_default_model); "
-                              "use --force to replace them")
-    for name in TRAIN_OUTPUTS:
-        if (out / name).exists():
-            raise FileExistsError(f"{out / name} exists; use --force to replace it")
-
-
+# -- commands --------------------------------------------------------------------------
 def _train(args):
-    from .model import DEFAULT_WEIGHTS, save_model, sha256
-    from .train import checkpoint_info, train
-
     out = Path(args.out)
-    _check_train_out(out, args.force)
+    try:
+        embedded = default_weights()
+    except FileNotFoundError:
+        embedded = None
+    if embedded is not None and not args.force and out.resolve() == embedded.parent.resolve():
+        raise DataError(f"--out {out} is the folder of the embedded weights "
+                        f"({embedded.name}, checked by load_default_model); use --force to "
+                        "replace them")
+    out = prepare_out(out, TRAIN_OUTPUTS, force=args.force)
     res = train(seed=args.seed, epochs=args.epochs, n_identities=args.identities,
                 threads=args.threads, progress=not args.quiet,
                 log=None if args.quiet else print)
     path = save_model(res.model, out / "expression_cnn.pt", info=checkpoint_info(res.metrics))
-    (out / "metrics.json").write_text(json.dumps(res.metrics, indent=2))
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(res.metrics), indent=2))
     m = res.metrics
     print(f"held-out identities: accuracy {m['heldout_seed0_accuracy']:.3f} (face seed 0), "
           f"{m['heldout_seed2_accuracy']:.3f} (face seed 2)")
     print(f"bubbled accuracy: {json.dumps(m['bubbled_accuracy'])}")
     print(f"training time {m['train_seconds']:.1f} s on {m['threads']} threads (data "
           f"{m['data_seconds']:.1f} s, fitting {m['fit_seconds']:.1f} s); wrote {path}")
-    if DEFAULT_WEIGHTS.is_file():
-        same = sha256(path) == sha256(DEFAULT_WEIGHTS)
+    if embedded is not None:
+        same = sha256(path) == sha256(embedded)
         print("identical to the embedded weights" if same else
               "differs bitwise from the embedded weights (another torch build or "
               "thread count changes rounding; compare the accuracies)")
-    return 0
 
 
 def _probe(args):
-    from .probe import diagnostic_images
-    from .record import Units
-
-    stem = Path(args.out) / (args.name or f"probe_{args.layer.replace('.', '_')}")
-    _check_free([stem], args.force)
+    stem = args.name or f"probe_{args.layer.replace('.', '_')}"
+    device = _device(args)
     imgs, ids = _images(args)
-    model = load_any_model(args.model, device=args.device or "cpu")
     spec = _spec(args, imgs.shape[1:])
+    out = prepare_out(args.out, [stem + ext for ext in MAP_FILES], force=args.force)
+    model = load_any_model(args.model, device=device)
     units = _units(args.units)
     if args.position:
         units = Units(channels=units, position=args.position)
-    ci = diagnostic_images(model, args.layer, imgs, spec, args.n_masks, args.seed, units,
-                           args.batch_size, device=args.device, method=args.method,
-                           response=args.response, progress=not args.quiet)
-    ci.info["stimuli"] = ids
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    ci.save(stem, overwrite=args.force)
-    bands = ci.z.ndim == 4                       # (units, bands, H, W): show the band sum
-    what = f"z, sum of the {ci.z.shape[1]} bands" if bands else "z"
-    _montage(ci.z.sum(axis=1) if bands else ci.z, ci.info.get("targets"),
-             str(stem) + ".png", background=imgs.mean(axis=0), label="z",
-             title=f"bubbles probe of {args.layer}: diagnostic image ({what}) per unit, "
-                   f"{ci.n_trials} masks; red = revealing the region raises the unit")
-    z = ci.z.reshape(ci.z.shape[0], -1)
-    best = np.argsort(-np.abs(z).max(axis=1))[:5]
-    print(f"{len(z)} units of {args.layer}, {ci.n_trials} masks -> {stem}.npz/.json/.png")
+    ci = diagnostic_images(spec, model, args.layer, imgs, args.n_masks, args.seed,
+                           units=units, batch_size=args.batch_size, device=device,
+                           method=args.method, response=args.response, stimulus_ids=ids,
+                           progress=not args.quiet)
+    save_probe(ci, out / stem, background=imgs.mean(axis=0), overwrite=args.force)
+    print(f"{ci.n_targets} units of {args.layer}, {ci.n_trials} masks -> "
+          f"{out / stem}.npz/.json/.png")
     print("strongest units (max |z|): " + ", ".join(
-        f"{ci.info['targets'][i]} {np.abs(z[i]).max():.1f}" for i in best))
-    return 0
-
-
-def _montage(maps, names, path, *, background=None, title="", label="z", limit=32):
-    """PNG of maps (n, H, W) over ``background``: one large panel with a colour bar, or
-    a grid of at most ``limit`` (the strongest by max |value|), each scaled to its own
-    max |value| (the suptitle says so). Figure + Agg canvas, no pyplot (no global
-    figure state), as in :mod:`analysis.figures`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    maps = np.asarray(maps, dtype=np.float64)
-    names = list(names) if names else [str(i) for i in range(len(maps))]
-    keep = np.arange(len(maps))
-    if len(maps) > limit:
-        keep = np.sort(np.argsort(-np.abs(maps.reshape(len(maps), -1)).max(axis=1))[:limit])
-        title += f"\n{limit} of {len(maps)} units shown: those with the largest max |{label}|"
-    if len(keep) > 1:
-        title += f"\neach panel scaled to its own max |{label}|"
-    ncol = min(8, len(keep))
-    nrow = -(-len(keep) // ncol)
-    size = (5.0, 5.0) if len(keep) == 1 else (1.7 * ncol, 1.8 * nrow + 0.6)
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, keep):
-        m = maps[i]
-        v = float(np.abs(m).max()) or 1.0
-        if background is not None:
-            ax.imshow(background, cmap="gray", vmin=0, vmax=1)
-        im = ax.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v,
-                       alpha=0.75 if background is not None else 1.0)
-        ax.set_title(str(names[i]), fontsize=6 if len(keep) > 1 else 9)
-        if len(keep) == 1:
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
-    fig.suptitle(title, fontsize=8 if len(keep) > 1 else 10)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    finally:
-        fig.clear()
+        f"{name} {peak:.1f}" for name, peak in strongest_targets(ci, 5)))
 
 
 def _attribute(args):
-    import torch
-
-    from analysis.diagnostic import DiagnosticImage
-
-    from . import attribution as at
-
+    method = ATTRIBUTIONS[args.method]
+    device = _device(args)
     imgs, ids = _images(args, one_per_expression=True)
-    method = {"ig": "integrated_gradients"}.get(args.method, args.method)
-    _check_free([Path(args.out) / f"{method}_{sid}" for sid in ids], args.force)
-    model = load_any_model(args.model, device=args.device or "cpu")
+    out = prepare_out(args.out, [f"{method}_{sid}{ext}" for sid in ids for ext in MAP_FILES],
+                      force=args.force)
+    model = load_any_model(args.model, device=device)
     target = None
     if args.target:
         target = [int(t) if t.lstrip("-").isdigit() else t for t in args.target]
-    units = _units(args.units) if args.layer else None
-    # resolve the targets once (one forward pass): the method reuses them, and so do the
-    # names of the targets written with each map
-    read = at.Readout(model, args.layer, units, device=args.device)
-    cols = read.columns(target, torch.from_numpy(imgs).to(read.device))
-    names = read.target_names(cols, len(imgs))
-    kw = dict(layer=args.layer, units=units, device=args.device, columns=cols)
-    if args.method == "occlusion":
-        maps = at.occlusion(model, imgs, target, size=args.occluder, stride=args.stride,
-                            fill=args.fill, sweep=args.sweep, batch_size=args.batch_size,
-                            progress=not args.quiet, **kw)
-        extra = {"size": args.occluder, "stride": args.stride or args.occluder,
-                 "fill": args.fill, "sweep": args.sweep}
-    elif args.method == "saliency":
-        maps = at.saliency(model, imgs, target, progress=not args.quiet, **kw)
-        extra = {}
+    kw = dict(layer=args.layer, units=_units(args.units) if args.layer else None,
+              device=device, progress=not args.quiet)
+    if method == "occlusion":
+        result = occlusion(model, imgs, target, size=args.occluder or 10, stride=args.stride,
+                           fill=0.5 if args.fill is None else args.fill,
+                           sweep=args.sweep or "cover", batch_size=args.batch_size, **kw)
+    elif method == "saliency":
+        result = saliency(model, imgs, target, **kw)
     else:
-        res = at.integrated_gradients(model, imgs, target, baseline=args.baseline,
-                                      n_steps=args.steps, progress=not args.quiet, **kw)
-        maps = res.attribution
-        extra = {"baseline": args.baseline, "n_steps": args.steps,
-                 "completeness_gap": res.gap, "relative_gap": res.relative_gap}
-        print(f"IG completeness gap: max {np.abs(res.relative_gap).max():.2%} of |F(x) - F(x')|")
-    what = {"occlusion": "drop a(X) - a(X occluded)", "saliency": "|dS/dX|",
-            "ig": "IG attribution"}[args.method]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, sid in enumerate(ids):
-        raw = maps[i]
-        flat = raw.reshape(len(raw), -1)
-        sd = flat.std(axis=1)
-        z = (flat - flat.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1)[:, None]
-        z = z.reshape(raw.shape)
-        info = {"observer": "network", "attribution": method, "stimulus": sid,
-                "target": args.target, "layer": args.layer, "units": args.units,
-                "z": "attribution standardised over pixels; raw holds the attribution",
-                "n_targets": int(len(raw)), "responses_ndim": 2 if len(raw) > 1 else 1}
-        info.update({k: (v[i] if isinstance(v, np.ndarray) else v) for k, v in extra.items()})
-        info["targets"] = names[i]
-        di = DiagnosticImage(z=z[0] if len(z) == 1 else z, method=method, spec=None,
-                             n_trials=0, info=info, raw=raw[0] if len(raw) == 1 else raw)
-        stem = out / f"{method}_{sid}"
-        di.save(stem, overwrite=args.force)
-        _montage(raw, names[i], str(stem) + ".png", background=imgs[i], label=what,
-                 title=f"{method.replace('_', ' ')} of {sid}")
-    print(f"{method}: {len(ids)} image(s) x {maps.shape[1]} target(s) -> {out}")
-    return 0
+        result = integrated_gradients(
+            model, imgs, target, baseline=0.5 if args.baseline is None else args.baseline,
+            n_steps=args.steps or 50, **kw)
+        print(f"IG completeness gap: max {result.relative_gap.max():.2%} of "
+              "|F(x) - F(x')|")
+    save_attributions(result, ids, imgs, out, overwrite=args.force)
+    print(f"{method}: {len(ids)} image(s) x {result.attribution.shape[1]} target(s) -> {out}")
+
+
+def _list_layers(args):
+    print("\n".join(layer_names(load_any_model(args.model, device=_device(args)))))
 
 
 def main(argv=None) -> int:
-    """Entry point of ``bubbles ann``; returns the exit code (0 done, 1 a data or setup
-    error, 2 a usage error)."""
+    """Entry point of ``bubbles ann``; returns the exit status (0 done, 1 a data or
+    setup error, 2 a usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-layers" in argv:
-        from .record import layer_names
-        i = argv.index("--model") if "--model" in argv else -1
-        try:
-            model = load_any_model(argv[i + 1] if 0 <= i < len(argv) - 1 else "default")
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"bubbles ann: {exc}", file=sys.stderr)
-            return 1
-        print("\n".join(layer_names(model)))
-        return 0
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:          # argparse printed the message (or --help)
-        return int(exc.code or 0)
-    try:
-        return {"train": _train, "probe": _probe, "attribute": _attribute}[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"bubbles ann {args.command}: {exc}", file=sys.stderr)
-        return 1
+        p = argparse.ArgumentParser(prog="bubbles ann --list-layers",
+                                    description="print the layer names of a model")
+        p.add_argument("--list-layers", action="store_true", required=True)
+        p.add_argument("--model", default="default",
+                       help="'default' (embedded CNN), a .pt checkpoint or module:factory")
+        p.add_argument("--device", type=_device_text, default="cpu")
+        return run_command("ann", p, _list_layers, argv)
+    handlers = {"train": _train, "probe": _probe, "attribute": _attribute}
+    return run_command("ann", build_parser(), lambda args: handlers[args.command](args),
+                       argv, usage_check=_usage)

@@ -167,11 +167,11 @@ def stimuli_sheet(out_dir, *, seed=0):
     picks = [0, 4, 8, 9, 13, 17]      # two identities per expression, in order
     spec = BubbleSpec(shape=faces.shape, sigma=10.0, n_bubbles=30, background=0.5)
     masks = render_masks(spec, sample_centers(spec, seed, len(picks)))
-    bubbled = np.stack([bubble_stimuli(faces.images[i], spec, m[None])[0]
+    bubbled = np.stack([bubble_stimuli(spec, faces.images[i], m[None])[0]
                         for i, m in zip(picks, masks)])
     multi = BubbleSpec(shape=faces.shape, sigma=5.8, n_bubbles=80, bands=5)
     mmasks = render_masks(multi, sample_centers(multi, seed, len(picks)))
-    multibubbled = np.stack([bubble_stimuli(faces.images[i], multi, m[None])[0]
+    multibubbled = np.stack([bubble_stimuli(multi, faces.images[i], m[None])[0]
                              for i, m in zip(picks, mmasks)])
     labels = list(faces.table["stimulus_id"].iloc[picks])
     rows = np.concatenate([faces.images[picks], bubbled, masks, multibubbled])

@@ -1,16 +1,22 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ann_bridge.model import (DEFAULT_CHECKSUM, DEFAULT_WEIGHTS, ExpressionCNN,
+import bubbles_data
+from ann_bridge.model import (ExpressionCNN, default_checksum, default_weights,
                               load_default_model, load_model, save_model, sha256)
 
 
 def test_embedded_weights_small_and_checksummed():
-    assert DEFAULT_WEIGHTS.stat().st_size <= 5 * 2 ** 20
-    assert DEFAULT_CHECKSUM.read_text().split()[0] == sha256(DEFAULT_WEIGHTS)
+    """The weights are package data of bubbles_data (found by importlib.resources, so a
+    regular install carries them), small, and match their checksum."""
+    weights = default_weights()
+    assert weights.parent == Path(bubbles_data.__file__).resolve().parent
+    assert weights.stat().st_size <= 5 * 2 ** 20
+    assert default_checksum().read_text().split()[0] == sha256(weights)
 
 
 @pytest.mark.parametrize("face_seed", [0, 2])
@@ -32,7 +38,7 @@ def test_default_model_heldout_accuracy(face_seed):
 
 def test_checksum_mismatch_refused(tmp_path):
     path = tmp_path / "m.pt"
-    shutil.copy(DEFAULT_WEIGHTS, path)
+    shutil.copy(default_weights(), path)
     with pytest.raises(ValueError, match="checksum"):
         load_model(path, checksum="0" * 64)
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -54,15 +60,37 @@ def test_save_load_roundtrip(tmp_path):
         load_model(tmp_path / "bad.pt")
 
 
+def test_unreadable_checkpoints_are_named_never_unpickled(tmp_path):
+    """A text, empty, truncated or pickled-object .pt: one message naming the file, and
+    never torch's advice to load it with weights_only=False."""
+    data = default_weights().read_bytes()
+    files = {"text.pt": b"hello, I am not a checkpoint\n", "empty.pt": b"",
+             "truncated.pt": data[:len(data) // 3]}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"format": "ann_bridge.expression_cnn", "obj": Path("x")}, tmp_path / "obj.pt")
+    for name in [*files, "obj.pt"]:
+        with pytest.raises(ValueError, match="is not an ann_bridge.expression_cnn") as info:
+            load_model(tmp_path / name)
+        assert str(tmp_path / name) in str(info.value)
+        assert "weights_only=False" not in str(info.value)
+    with pytest.raises(ValueError, match="device 'cuda:7' is not available"):
+        load_model(default_weights(), device="cuda:7")
+
+
 def test_augment_is_seeded():
     from ann_bridge.train import augment
 
     imgs = torch.rand(8, 16, 16)
     bands = torch.rand(8, 6, 16, 16) * 0.1
-    a = augment(imgs, bands, torch.Generator().manual_seed(4))
-    b = augment(imgs, bands, torch.Generator().manual_seed(4))
+    levels = imgs.mean(dim=(1, 2))
+    a = augment(imgs, bands, levels, torch.Generator().manual_seed(4))
+    b = augment(imgs, bands, levels, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and a.shape == (8, 16, 16)
     assert float(a.min()) >= 0 and float(a.max()) <= 1
+    # hidden parts take each image's grey: an all-hidden single-scale stimulus is flat
+    full = augment(imgs, bands, levels, torch.Generator().manual_seed(4), p_full=1.0)
+    assert torch.equal(full, imgs)
 
 
 def test_probe_of_embedded_model_finds_facial_features():
@@ -75,7 +103,7 @@ def test_probe_of_embedded_model_finds_facial_features():
 
     s = face_set(1, seed=0, size=128)
     spec = BubbleSpec(shape=(128, 128), sigma=5.0, n_bubbles=10)
-    ci = diagnostic_images(load_default_model(), "classifier", s.images, spec, 600, seed=0,
+    ci = diagnostic_images(spec, load_default_model(), "classifier", s.images, 600, seed=0,
                            units=[0, 1], device="cpu", progress=False)
     features = np.zeros((128, 128), bool)
     for roi in s.rois.values():
@@ -104,5 +132,5 @@ def test_resaving_the_embedded_model_is_byte_identical(tmp_path):
     (what `bubbles ann train` reproduces): the info conversion does not change the file."""
     model = load_default_model()
     path = save_model(model, tmp_path / "expression_cnn.pt", info=model.info)
-    assert sha256(path) == sha256(DEFAULT_WEIGHTS)
-    assert path.with_suffix(".sha256").read_text() == DEFAULT_CHECKSUM.read_text()
+    assert sha256(path) == sha256(default_weights())
+    assert path.with_suffix(".sha256").read_text() == default_checksum().read_text()

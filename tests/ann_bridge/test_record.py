@@ -3,7 +3,10 @@ import torch
 from numpy.testing import assert_allclose
 from torch import nn
 
-from ann_bridge.record import UnitRecorder, Units, as_units, layer_names, record
+import numpy as np
+
+from ann_bridge.record import (UnitRecorder, Units, as_units, image_batch, layer_names,
+                               record, resolve_device)
 
 
 def _reference(model, x):
@@ -92,11 +95,11 @@ def test_bad_unit_index_names_range(tiny_cnn, images):
         record(tiny_cnn, "conv2", images, units=[6], device="cpu")
     with pytest.raises(ValueError, match="position must lie inside"):
         record(tiny_cnn, "conv2", images, units=Units(position=(20, 0)), device="cpu")
-    with pytest.raises(ValueError, match="units must be"):
+    with pytest.raises(TypeError, match="units must be"):
         as_units("all")
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         record(tiny_cnn, "conv2", images, batch_size=0)
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(TypeError, match="device must be None, a string"):
         record(tiny_cnn, "conv2", images, device=3.5)
 
 
@@ -112,3 +115,46 @@ def test_fully_connected_layer(images):
     with torch.no_grad():
         ref = model[1](torch.from_numpy(images).flatten(1))[:, 4:5].numpy()
     assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_device_names_the_problem(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device must be one of \['cpu', 'cuda', 'mps'\].*'gpu0'"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # a CPU-only machine
+    with pytest.raises(ValueError, match="device 'cuda' is not available.*use 'cpu'"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="device 'cuda:1' is not available"):
+        resolve_device(torch.device("cuda:1"))
+
+
+def test_image_batch_layouts():
+    """(H, W) and (N, H, W) are grey; a 4-D tensor is (N, C, H, W); a 4-D array is read
+    by the one axis that can hold channels, and refused when that is ambiguous."""
+    g = np.random.default_rng(0).random((2, 6, 5)).astype(np.float32)
+    assert tuple(image_batch(g[0]).shape) == (1, 6, 5)
+    assert torch.equal(image_batch(torch.from_numpy(g)[:, None]), torch.from_numpy(g))
+    rgb = np.random.default_rng(1).random((2, 6, 5, 3)).astype(np.float32)
+    assert torch.equal(image_batch(rgb), torch.from_numpy(rgb))
+    assert torch.equal(image_batch(rgb.transpose(0, 3, 1, 2)), torch.from_numpy(rgb))
+    assert torch.equal(image_batch(torch.from_numpy(rgb).permute(0, 3, 1, 2)),
+                       torch.from_numpy(rgb))
+    with pytest.raises(ValueError, match=r"images of shape \(2, 3, 5, 3\) is ambiguous"):
+        image_batch(np.zeros((2, 3, 5, 3)))
+    with pytest.raises(ValueError, match=r"read as \(N, C, H, W\) with C in \[1, 3, 4\]"):
+        image_batch(torch.zeros(2, 6, 5, 3))
+    with pytest.raises(ValueError, match=r"must have shape \(H, W\), \(N, H, W\)"):
+        image_batch(np.zeros(5))
+    with pytest.raises(ValueError, match="at least one image"):
+        image_batch(np.zeros((0, 4, 4)))
+    with pytest.raises(ValueError, match=r"--images x.npy must have values in \[0, 1\] "
+                                         r"\(8-bit images: divide by 255\), got \[0, 255\]"):
+        image_batch(np.array([[0, 255]], np.uint8), name="--images x.npy")
+    with pytest.raises(TypeError, match="numeric array"):
+        image_batch(np.array([["a"]]))
+    # a recorder reads the tensor layout too: the same units from (N, 1, H, W)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    rec = UnitRecorder(model, "0", device="cpu")
+    assert torch.allclose(rec(g)["0"], rec(torch.from_numpy(g)[:, None])["0"])
