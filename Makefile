@@ -38,6 +38,7 @@ bench: $(STAMP) system-deps
 	$(RUNENV) $(BIN)/python benchmarks/ci.py
 	home=$$(mktemp -d) && HOME=$$home $(RUNENV) $(XVFB) $(BIN)/python benchmarks/session.py
 	$(RUNENV) $(BIN)/python benchmarks/ann.py
+	$(RUNENV) $(BIN)/python benchmarks/fmri.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -11,6 +11,7 @@ run            commands.run                 the PsychoPy session (people or simu
 analyze        commands.analyze             diagnostic images and their statistics
 compare        commands.compare             human vs model vs voxel diagnostic images
 ann            commands.ann                 train / probe / attribute networks
+fmri           commands.fmri                BOLD runs -> a diagnostic image per voxel
 =============  ===========================  =====================================
 """
 
@@ -28,6 +29,7 @@ COMMANDS = {
     "analyze": ("commands.analyze", "analyze", "diagnostic images and statistics"),
     "compare": ("commands.compare", "main", "compare two diagnostic images"),
     "ann": ("commands.ann", "main", "networks: train | probe | attribute"),
+    "fmri": ("commands.fmri", "main", "fMRI: simulate | analyze | voxel"),
 }
 
 
@@ -57,7 +59,7 @@ def main(argv=None):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = {"run": "experiment", "ann": "ann"}.get(name, "all")
+        extra = {"run": "experiment", "ann": "ann", "fmri": "fmri"}.get(name, "all")
         print(f"bubbles {name}: cannot import {exc.name or module_name} ({exc}). Install "
               f"the optional dependencies: pip install 'bubbles-toolkit[{extra}]'",
               file=sys.stderr)
