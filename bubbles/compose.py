@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .spec import BubbleSpec
+from .masks import _trial_indices, seed_sequence, trial_rng
+from .spec import BubbleSpec, _is_number, _whole
 
 __all__ = ["apply_bubbles", "laplacian_bands", "compose_multiscale", "bubble_stimuli",
-           "noise_background"]
+           "noise_background", "background_levels"]
 
 
 def _check_image(image, name="image"):
@@ -47,21 +48,64 @@ def noise_background(image, seed, trials):
     to [0, 1], drawn from ``SeedSequence(seed, spawn_key=(t, 1))``: like the trial's
     centres (spawn key ``(t,)``) it depends only on ``(seed, t)`` and is regenerable alone.
 
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C), values in [0, 1]
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
+        The run's seed, as given to :func:`bubbles.sample_centers`
+        (:func:`bubbles.masks.seed_sequence`).
+    trials : int or iterable of int
+        A count ``n`` (trials ``0 .. n-1``) or the trial indices.
+
     Returns
     -------
     noise : ndarray of float32, shape (n, H, W) (plus C for a colour image)
     """
-    from .masks import _trial_indices, trial_rng
-
     image = _check_image(image)
     trials = _trial_indices(trials)
-    mean = image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
+    root = seed_sequence(seed)
+    mean = background_levels(image[None], "noise")[0]
     sd = np.float32(image.std())
     out = np.empty((len(trials),) + image.shape, np.float32)
     for i, t in enumerate(trials):
-        rng = trial_rng(seed, t, stream=1)
+        rng = trial_rng(root, t, stream=1)
         out[i] = mean + sd * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def background_levels(images, background):
+    """Grey level of the hidden parts of each image's bubbled stimuli.
+
+    The one definition of the grey that fills what the bubbles hide, used by
+    :func:`apply_bubbles`, the simulated observers (which subtract it before matching)
+    and the network probe: for ``'mean'`` each image's own mean grey (float64 mean,
+    rounded to float32), for a number that grey level for every image, for ``'noise'``
+    each image's mean (the noise is centred on it).
+
+    Parameters
+    ----------
+    images : ndarray (n, H, W) or (n, H, W, C), values in [0, 1]
+    background : 'mean', 'noise' or float in [0, 1]
+
+    Returns
+    -------
+    ndarray of float32, shape (n,) (or (n, C) for colour images)
+
+    Examples
+    --------
+    >>> background_levels(np.full((2, 4, 4), 0.25), "mean")
+    array([0.25, 0.25], dtype=float32)
+    """
+    images = np.asarray(images)
+    if isinstance(background, str):
+        if background not in ("mean", "noise"):
+            raise ValueError(f"background must be 'mean', 'noise' or a grey level in "
+                             f"[0, 1], got {background!r}")
+        return images.mean(axis=(1, 2), dtype=np.float64).astype(np.float32)
+    if not _is_number(background) or not 0.0 <= float(background) <= 1.0:
+        raise ValueError(f"background must be 'mean', 'noise' or a grey level in [0, 1], "
+                         f"got {background!r}")
+    return np.full(images.shape[:1] + images.shape[3:], float(background), np.float32)
 
 
 def _background(image, background, n_masks):
@@ -70,7 +114,7 @@ def _background(image, background, n_masks):
                f"fields from noise_background(), got {background!r}")
     if isinstance(background, str):
         if background == "mean":
-            return image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32)
+            return background_levels(image[None], "mean")[0]
         if background == "noise":
             raise ValueError("background='noise' needs the noise fields: pass "
                              "noise_background(image, seed, trials) as background (or "
@@ -158,10 +202,10 @@ def laplacian_bands(image, n_bands, *, base_sigma=1.0):
     image = _check_image(image)
     if image.ndim != 2:
         raise ValueError(f"image must be grey (H, W) for a pyramid, got {image.shape}")
-    if isinstance(n_bands, bool) or int(n_bands) != n_bands or n_bands < 1:
+    if _whole(n_bands) is None or n_bands < 1:
         raise ValueError(f"n_bands must be an integer >= 1, got {n_bands!r}")
-    if base_sigma <= 0:
-        raise ValueError(f"base_sigma must be > 0 pixels, got {base_sigma}")
+    if isinstance(base_sigma, (bool, str)) or not base_sigma > 0 or not np.isfinite(base_sigma):
+        raise ValueError(f"base_sigma must be > 0 pixels, got {base_sigma!r}")
     levels = [image.astype(np.float64)]
     for k in range(int(n_bands)):
         levels.append(gaussian_filter(levels[0], base_sigma * 2.0 ** k, mode="reflect"))
@@ -197,29 +241,40 @@ def compose_multiscale(bands, masks):
     return stim.reshape(masks.shape[:-3] + bands.shape[1:])
 
 
-def bubble_stimuli(image, spec, masks, *, bands=None, seed=None, trials=None):
+def bubble_stimuli(spec, image, masks, *, bands=None, seed=None, trials=None):
     """Stimuli for rendered masks, single- or multi-scale alike.
 
     Parameters
     ----------
-    image : ndarray, shape (H, W), values in [0, 1]
     spec : BubbleSpec
         Gives the background (single scale) or the number of bands (multi-scale).
+    image : ndarray, shape (H, W), values in [0, 1]
     masks : ndarray
         From :func:`bubbles.render_masks` with the same spec: (n, H, W) or
         (n, bands, H, W).
     bands : ndarray, optional
         Precomputed :func:`laplacian_bands` of ``image`` (saves time per trial).
-    seed, trials : int and sequence of int, optional
-        The run's seed and the masks' trial indices; needed for ``background='noise'``
-        (one regenerable noise field per trial, :func:`noise_background`).
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        The run's seed, needed with ``trials`` for ``background='noise'`` (one
+        regenerable noise field per trial, :func:`noise_background`).
+    trials : sequence of int, optional
+        The masks' trial indices.
 
     Returns
     -------
     stimuli : ndarray of float32, shape (n, H, W)
+
+    Examples
+    --------
+    >>> from bubbles import render_masks, sample_centers
+    >>> spec = BubbleSpec(shape=(32, 32), sigma=3, n_bubbles=4, background=0.5)
+    >>> masks = render_masks(spec, sample_centers(spec, 0, 2))
+    >>> bubble_stimuli(spec, np.full((32, 32), 0.9), masks).shape
+    (2, 32, 32)
     """
     if not isinstance(spec, BubbleSpec):
-        raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__}")
+        raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__} (the spec "
+                        f"comes first: bubble_stimuli(spec, image, masks))")
     if np.shape(image)[:2] != spec.shape:
         raise ValueError(f"image shape {np.shape(image)[:2]} does not match spec.shape "
                          f"{spec.shape}")

@@ -16,6 +16,9 @@ Drawn with numpy (anti-aliased ellipses, bands and strokes along curves) and
 Gaussian-blurred shading; each image comes with boolean ROI masks of the eyes,
 brows, nose and mouth, ground truth to check diagnostic images against.
 
+:func:`load_source` says what a configuration's ``stimuli.source`` names: these
+faces, or a folder of the user's own images (:class:`bubbles.stimuli.StimulusSet`).
+
 References
 ----------
 Gosselin, F., & Schyns, P. G. (2001). Bubbles: a technique to reveal the use
@@ -29,17 +32,22 @@ Psychologists Press.
 from __future__ import annotations
 
 import functools
+import numbers
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from .masks import seed_sequence
 from .stimuli import ROI_NAMES, StimulusSet
 
-__all__ = ["face_set", "default_faces", "EXPRESSIONS"]
+__all__ = ["face_set", "default_faces", "load_source", "EXPRESSIONS", "MIN_SIZE"]
 
 #: Expressions :func:`face_set` can draw.
 EXPRESSIONS = ("happy", "fearful", "neutral")
+#: Smallest image size in pixels that :func:`face_set` draws (features need ~2 px).
+MIN_SIZE = 64
 #: Eye line (row) as a fraction of the image size, the same for every identity.
 EYE_LINE = 0.44
 _BACKGROUND = 0.5
@@ -136,9 +144,16 @@ def _smoothstep(a, b, x):
 
 
 # -- identities ------------------------------------------------------------------
-def _identity(seed, index, size):
-    """Random face parameters of one identity (pixels), from (seed, index) only."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+def _identity(root, index, size):
+    """Random face parameters of one identity (pixels), from (root, index) only.
+
+    The identity's sequence appends ``index`` to the root's entropy, so an int seed
+    ``s`` gives ``SeedSequence([s, index])``.
+    """
+    entropy = root.entropy
+    entropy = list(entropy) if isinstance(entropy, (list, tuple)) else [entropy]
+    rng = np.random.default_rng(np.random.SeedSequence(
+        entropy + [index], spawn_key=root.spawn_key, pool_size=root.pool_size))
     u = rng.uniform
     s = float(size)
     p = dict(
@@ -422,12 +437,13 @@ def face_set(n_identities=20, *, seed=0, size=256, expressions=EXPRESSIONS):
     n_identities : int
         Number of identities (>= 1). Identity i depends only on (seed, i), so
         a larger set extends a smaller one.
-    seed : int or numpy.random.Generator
-        Seed of every random choice: identity i is drawn from
-        ``numpy.random.SeedSequence([seed, i])``. A Generator is used once,
-        to draw that integer seed.
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
+        Seed of every random choice (:func:`bubbles.masks.seed_sequence`):
+        identity i is drawn from ``numpy.random.SeedSequence([seed, i])`` (for a
+        SeedSequence, ``i`` is appended to its entropy). A Generator is drawn
+        from once, for that integer seed.
     size : int
-        Image height and width in pixels (>= 64).
+        Image height and width in pixels (>= ``MIN_SIZE``, 64).
     expressions : sequence of str
         A subset of ``('happy', 'fearful', 'neutral')``, in the order wanted.
 
@@ -445,12 +461,11 @@ def face_set(n_identities=20, *, seed=0, size=256, expressions=EXPRESSIONS):
     >>> s.images.shape, s.table.stimulus_id[0], s.expressions
     ((4, 256, 256), 'id00_happy', ('happy', 'neutral'))
     """
-    if isinstance(seed, np.random.Generator):
-        seed = int(seed.integers(2 ** 63))
-    for name, value, least, what in [("n_identities", n_identities, 1, "an int >= 1"),
-                                     ("seed", seed, 0, "an int >= 0 or a numpy Generator"),
-                                     ("size", size, 64, "an int >= 64 pixels")]:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+    for name, value, least, what in [
+            ("n_identities", n_identities, 1, "an integer >= 1"),
+            ("size", size, MIN_SIZE, f"an integer >= {MIN_SIZE} pixels (the smallest "
+                                     "image the procedural faces are drawn at)")]:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise ValueError(f"{name} must be {what}, got {value!r}")
     if isinstance(expressions, str):
         expressions = (expressions,)
@@ -459,12 +474,13 @@ def face_set(n_identities=20, *, seed=0, size=256, expressions=EXPRESSIONS):
     if not expressions or bad or len(set(expressions)) != len(expressions):
         raise ValueError(f"expressions must be distinct values among {list(EXPRESSIONS)}, "
                          f"got {list(expressions)}")
+    root = seed_sequence(seed)              # after every check: a Generator is drawn once
     n = int(n_identities) * len(expressions)
     images = np.empty((n, size, size), np.float32)
     rois = {k: np.empty((n, size, size), bool) for k in ROI_NAMES}
     rows, k = [], 0
     for i in range(int(n_identities)):
-        p = _identity(int(seed), i, int(size))
+        p = _identity(root, i, int(size))
         base, face, hair = _base(p, int(size))
         skin_mask = face * (1.0 - hair)
         ident = f"id{i:02d}"
@@ -478,6 +494,38 @@ def face_set(n_identities=20, *, seed=0, size=256, expressions=EXPRESSIONS):
             k += 1
     table = pd.DataFrame(rows, columns=["stimulus_id", "identity", "expression"])
     return StimulusSet(images, table, rois)
+
+
+def load_source(source, *, n_identities=20, size=256, expressions=None, base_dir=None):
+    """The stimulus set a session configuration names.
+
+    This is the one place that says what a ``stimuli.source`` means, for the session
+    that shows the images and for the analysis that rebuilds them later.
+
+    Parameters
+    ----------
+    source : str or path
+        ``"faces"`` for the embedded procedural faces
+        (``face_set(n_identities, seed=0, size=size)``), otherwise a folder with
+        ``manifest.csv`` (:meth:`StimulusSet.from_folder`); a relative folder is taken
+        relative to ``base_dir`` when given.
+    n_identities, size : int
+        Embedded faces only (``size`` >= ``MIN_SIZE``, 64 pixels).
+    expressions : sequence of str, optional
+        Embedded faces only: the expressions to draw (default: all).
+    base_dir : path, optional
+
+    Returns
+    -------
+    StimulusSet
+    """
+    if str(source) == "faces":
+        return face_set(n_identities, seed=0, size=size,
+                        expressions=tuple(expressions or EXPRESSIONS))
+    folder = Path(source)
+    if base_dir is not None and not folder.is_absolute():
+        folder = Path(base_dir) / folder
+    return StimulusSet.from_folder(folder)
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,18 +22,195 @@ ECCV. :doi:`10.1007/978-3-319-10590-1_53`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import OpenBLASController, ThreadpoolController
 
-from .spec import BubbleSpec, sigma_to_fwhm
+from .spec import BubbleSpec, _whole, image_shape, sigma_to_fwhm
 
 __all__ = ["sample_centers", "render_masks", "center_maps", "occlusion_positions",
-           "occlusion_masks", "rise_masks", "trial_rng"]
+           "occlusion_masks", "rise_masks", "trial_rng", "seed_sequence", "one_blas_thread"]
 
-_CHUNK_ELEMENTS = 2 ** 24      # elements of a (trials x bubbles x H x W) block, ~64 MB
+_CHUNK_ELEMENTS = 2 ** 22      # elements of a (trials x bubbles x H x W) block, ~16 MB
+_TILE_BYTES = 2 ** 20          # output bytes of one separable work item, ~ one L2 cache
+_THREAD_BYTES = 2 ** 23        # output bytes per rendering thread, at least (~3 ms)
+_MAX_WORKERS = 8               # default thread cap: thread start-up beats the gain past it
+
+
+# -- BLAS threads and our own ------------------------------------------------------
+_blas_lock = threading.Lock()
+_blas = {"libraries": None, "saved": None, "depth": 0}
+
+
+def _release_blas_control():
+    """Let any thread change OpenBLAS's thread count again (threadpoolctl >= 3.8).
+
+    threadpoolctl lets one thread at a time change OpenBLAS's process-wide setting and
+    silently ignores the others; one_blas_thread changes it under its own lock and hands
+    control back at once, so that the last block to leave can restore the setting
+    whichever thread it runs in, and the caller's own limits keep working.
+    """
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Limit BLAS to one thread inside the ``with`` block.
+
+    Thousands of small matrix products, such as one ``(H x k) @ (k x W)`` per mask, gain
+    nothing from a multi-threaded BLAS and collapse when another process holds a core:
+    OpenBLAS splits each product over its threads and waits for the slowest (on two
+    shared cores, ``render_masks`` fell from about 6,000 to under 1,000 masks/s). Code
+    that runs many small products limits BLAS to one thread here and parallelises over
+    chunks of its own work instead. Values do not change, only the speed.
+
+    The limit is set through ``threadpoolctl`` on every BLAS library loaded when it is
+    first used, found once (entering costs microseconds, not the third of a millisecond
+    of ``threadpool_limits``). BLAS's thread count is process-wide: blocks may nest and
+    overlap in several threads; the first to enter sets the limit and the last to leave
+    restores the setting found by the first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with one_blas_thread():
+    ...     product = np.ones((4, 2)) @ np.ones((2, 3))
+    >>> float(product.sum())
+    24.0
+    """
+    with _blas_lock:
+        if _blas["depth"] == 0:
+            if _blas["libraries"] is None:
+                _blas["libraries"] = ThreadpoolController().select(
+                    user_api="blas").lib_controllers
+            _release_blas_control()
+            try:
+                _blas["saved"] = [lib.get_num_threads() for lib in _blas["libraries"]]
+                for lib in _blas["libraries"]:
+                    lib.set_num_threads(1)
+            finally:
+                _release_blas_control()
+        _blas["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas["depth"] -= 1
+            if _blas["depth"] == 0:
+                _release_blas_control()
+                try:
+                    for lib, n in zip(_blas["libraries"], _blas["saved"]):
+                        if n is not None:
+                            lib.set_num_threads(n)
+                finally:
+                    _release_blas_control()
+
+
+def _reset_after_fork():
+    """A forked child starts outside any block (its BLAS keeps the parent's setting)."""
+    global _blas_lock
+    _blas_lock = threading.Lock()
+    _blas.update(saved=None, depth=0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _n_workers(workers):
+    """Threads to use: ``workers`` (an int >= 1) or, for None, the usable cores but one.
+
+    One core is left to the rest of the machine (a PsychoPy window, another process):
+    on two shared cores, a second rendering thread made ``render_masks`` up to a quarter
+    slower with the other core busy and gained under 10 % with both idle. The default
+    is capped at ``_MAX_WORKERS``.
+    """
+    if workers is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:          # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(_MAX_WORKERS, cores - 1))
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ValueError(f"workers must be None (all usable cores) or an integer >= 1, "
+                         f"got {workers!r}")
+    return int(workers)
+
+
+def _run_items(function, items, workers):
+    """Call ``function(item)`` for every item, on up to ``workers`` threads.
+
+    Each thread takes the next item when it is done with one, so a thread slowed by
+    another process simply takes fewer of them; numpy releases the GIL in the products
+    and element-wise passes. The first error is raised once every thread has stopped.
+    """
+    workers = min(workers, len(items))
+    if workers <= 1:
+        for item in items:
+            function(item)
+        return
+    queue = iter(items)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def work():
+        while not failed.is_set():
+            with lock:
+                item = next(queue, None)
+            if item is None:
+                return
+            try:
+                function(item)
+            except BaseException:
+                failed.set()            # the other threads stop after their item
+                raise
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bubbles") as pool:
+        futures = [pool.submit(work) for _ in range(workers)]
+    for future in futures:
+        future.result()
+
+
+# -- seeds -------------------------------------------------------------------------
+def seed_sequence(seed):
+    """The root ``numpy.random.SeedSequence`` of a seeded run.
+
+    Every function of :mod:`bubbles` that draws random numbers takes ``seed`` in the same
+    three kinds:
+
+    - an integer ``>= 0``: the same as ``SeedSequence(seed)``; record it and any mask,
+      noise field or face is regenerable from it;
+    - a ``numpy.random.SeedSequence``: used as the root (its children, not its own
+      stream, seed the trials);
+    - a ``numpy.random.Generator``: drawn from once, one integer below ``2**63`` that
+      becomes the root; successive calls with one Generator differ, and the result is
+      regenerable only from that drawn integer.
+
+    Examples
+    --------
+    >>> seed_sequence(7).entropy
+    7
+    >>> import numpy as np
+    >>> seed_sequence(np.random.SeedSequence(7)).entropy
+    7
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(int(seed.integers(2 ** 63)))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, a numpy SeedSequence or a numpy "
+                         f"Generator, got {seed!r}")
+    return np.random.SeedSequence(int(seed))
 
 
 def trial_rng(seed, index, *, stream=None):
@@ -43,33 +220,49 @@ def trial_rng(seed, index, *, stream=None):
     ``SeedSequence(seed).spawn`` would give, so the stream of trial ``index`` depends on
     nothing but ``(seed, index)``. ``stream`` picks an independent grandchild
     (``spawn_key=(index, stream)``) for other random parts of the same trial, such as
-    its noise background.
+    its noise background. ``seed`` is any kind :func:`seed_sequence` takes (a Generator
+    is drawn from on every call: convert it once with :func:`seed_sequence` to seed
+    several trials of one run).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = trial_rng(7, 3).random()
+    >>> a == trial_rng(np.random.SeedSequence(7), 3).random()
+    True
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer (masks are regenerated "
-                         f"from it), got {seed!r}")
+    root = seed_sequence(seed)
     if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
-        raise ValueError(f"trial index must be a non-negative integer, got {index!r}")
+        raise ValueError(f"trial index must be an integer >= 0, got {index!r}")
+    if stream is not None and (isinstance(stream, bool) or not isinstance(stream, numbers.Integral)
+                               or stream < 0):
+        raise ValueError(f"stream must be None or an integer >= 0, got {stream!r}")
     key = (int(index),) if stream is None else (int(index), int(stream))
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed),
-                                                                      spawn_key=key)))
+    child = np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + key,
+                                   pool_size=root.pool_size)
+    return np.random.Generator(np.random.PCG64(child))
 
 
 def _trial_indices(trials):
-    if isinstance(trials, numbers.Integral) and not isinstance(trials, bool):
-        if trials < 0:
+    """``trials`` (a count n or trial indices) as a sequence of int; refuses fractions."""
+    count = _whole(trials) if np.ndim(trials) == 0 and not isinstance(trials, (str, bytes)) \
+        else None
+    if count is not None:
+        if count < 0:
             raise ValueError(f"trials must be a count >= 0 or trial indices, got {trials}")
-        return range(int(trials))
-    message = ("trials must be a count n (trials 0..n-1) or an iterable of non-negative "
-               f"integer trial indices, got {trials!r}")
-    if isinstance(trials, (str, bytes)):
+        return range(count)
+    message = ("trials must be a count n (trials 0..n-1) or an iterable of whole-number "
+               f"trial indices >= 0, got {trials!r}")
+    if isinstance(trials, (str, bytes)) or np.ndim(trials) == 0:
         raise ValueError(message)
     try:
-        indices = [int(t) for t in trials]
-    except (TypeError, ValueError):
+        values = list(trials)
+    except TypeError:
         raise ValueError(message) from None
-    if any(t < 0 for t in indices):
-        raise ValueError(message)
+    indices = [_whole(t) for t in values]
+    bad = [v for v, i in zip(values, indices) if i is None or i < 0]
+    if bad:
+        raise ValueError(f"{message}; not a whole number >= 0: {bad[:5]!r}")
     return indices
 
 
@@ -79,8 +272,9 @@ def sample_centers(spec, seed, trials):
     Parameters
     ----------
     spec : BubbleSpec
-    seed : int
-        Non-negative integer seed of the run (a session, a probe).
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
+        Seed of the run (a session, a probe); see :func:`seed_sequence`. Record an int to
+        regenerate the masks later.
     trials : int or iterable of int
         A count ``n`` (trials ``0 .. n-1``) or the trial indices to draw.
 
@@ -103,13 +297,14 @@ def sample_centers(spec, seed, trials):
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__}")
     indices = _trial_indices(trials)
+    root = seed_sequence(seed)
     h, w = spec.shape
     allowed = spec.allowed_pixels
     population = h * w if allowed is None else allowed.size
     counts = spec.n_per_band
     out = [np.empty((len(indices), k, 2)) for k in counts]
     for i, t in enumerate(indices):
-        rng = trial_rng(seed, t)
+        rng = trial_rng(root, t)
         for band, k in enumerate(counts):
             flat = rng.choice(population, size=k, replace=False)
             if allowed is not None:
@@ -161,46 +356,55 @@ def _padded(centers, shape):
     return arr, weights
 
 
-def _render_band(centers, weights, sigma, spec, out):
-    """Render one band's masks into ``out`` (n, H, W), summed or maxed, unclipped."""
+def _render_chunk(centers, weights, sigma, spec, out, ones):
+    """Render the masks of some trials of one band into ``out`` (c, H, W), contiguous.
+
+    Sums ('clip') or maxima ('max') of the apertures, clipped to 1 and flipped for
+    ``polarity='occlude'`` while they are still in cache. ``ones`` is a float32 (H * W,)
+    row of ones: numpy's minimum of two arrays is vectorised, of an array and a
+    scalar it is not (four times slower).
+    """
     h, w = spec.shape
     n, k, _ = centers.shape
     if k == 0:
         out[...] = 0.0
-        return
-    rows = np.arange(h, dtype=np.float32)
-    cols = np.arange(w, dtype=np.float32)
-    half = sigma_to_fwhm(sigma) / 2.0
-    product = spec.aperture != "disk" and spec.overlap == "clip"
-    per_trial = k * (h + w) if product else k * h * w
-    chunk = max(1, min(n, _CHUNK_ELEMENTS // per_trial))
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        dy = rows - centers[start:stop, :, 0:1]        # (c, k, H)
-        dx = cols - centers[start:stop, :, 1:2]        # (c, k, W)
-        wt = weights[start:stop, :, None]
-        if spec.aperture == "gaussian":
-            scale = np.float32(-0.5 / sigma ** 2)
-            fy = np.exp(dy * dy * scale) * wt
-            fx = np.exp(dx * dx * scale)
-        elif spec.aperture == "square":
-            fy = (np.abs(dy) <= half).astype(np.float32) * wt
-            fx = (np.abs(dx) <= half).astype(np.float32)
-        if product:
-            np.matmul(fy.transpose(0, 2, 1), fx, out=out[start:stop])
-            continue
-        if spec.aperture == "disk":
-            block = ((dy * dy)[..., :, None] + (dx * dx)[..., None, :] <= half * half)
-            block = block.astype(np.float32) * wt[..., None]
-        else:
-            block = fy[..., :, None] * fx[..., None, :]
+    elif spec.aperture == "disk":                       # counts of 0/1: exact in float32
+        dy = np.arange(h, dtype=np.float32) - centers[:, :, 0:1]       # (c, k, H)
+        dx = np.arange(w, dtype=np.float32) - centers[:, :, 1:2]       # (c, k, W)
+        dy[weights == 0] = np.inf                       # padding of ragged trials: outside
+        half = sigma_to_fwhm(sigma) / 2.0
+        inside = (dy * dy)[..., :, None] + (dx * dx)[..., None, :] <= half * half
         if spec.overlap == "clip":
-            block.sum(axis=1, out=out[start:stop])
+            np.sum(inside, axis=1, dtype=np.float32, out=out)
         else:
-            block.max(axis=1, out=out[start:stop])
+            np.copyto(out, inside.any(axis=1))
+    else:
+        dy = np.arange(h, dtype=np.float32) - centers[:, :, 0:1]       # (c, k, H)
+        dx = np.arange(w, dtype=np.float32) - centers[:, :, 1:2]       # (c, k, W)
+        if spec.aperture == "gaussian":                 # exp(-d**2 / (2 sigma**2))
+            scale = np.float32(-0.5 / sigma ** 2)
+            fy, fx = dy * dy, dx * dx
+            fy *= scale
+            fx *= scale
+            np.exp(fy, out=fy)
+            np.exp(fx, out=fx)
+        else:                                           # square: |d| <= FWHM / 2
+            half = sigma_to_fwhm(sigma) / 2.0
+            fy = (np.abs(dy) <= half).astype(np.float32)
+            fx = (np.abs(dx) <= half).astype(np.float32)
+        if not (weights == 1.0).all():                  # padding of ragged trials
+            fy *= weights[:, :, None]
+        if spec.overlap == "clip":                      # sum of outer products
+            np.matmul(fy.transpose(0, 2, 1), fx, out=out)
+        else:
+            np.max(fy[..., :, None] * fx[..., None, :], axis=1, out=out)
+    flat = out.reshape(n, h * w)
+    np.minimum(flat, ones, out=flat)
+    if spec.polarity == "occlude":
+        np.subtract(ones, flat, out=flat)
 
 
-def render_masks(spec, centers, *, out=None):
+def render_masks(spec, centers, *, out=None, workers=None):
     """Render bubbles masks from centres.
 
     Parameters
@@ -211,6 +415,13 @@ def render_masks(spec, centers, *, out=None):
         spec); a ragged list of per-trial ``(k_t, 2)`` arrays is accepted too.
     out : ndarray of float32, optional
         Preallocated output of the returned shape.
+    workers : int, optional
+        Most threads that render chunks of masks in parallel; default: the usable cores
+        but one, at most 8 (one thread on a 2-core machine). A thread is started per
+        8 MB of output at most, so small batches render in the calling thread. BLAS is
+        limited to one thread meanwhile (:func:`one_blas_thread`), so the speed holds
+        when another process holds a core. The masks are bit-identical whatever
+        ``workers`` is.
 
     Returns
     -------
@@ -227,6 +438,7 @@ def render_masks(spec, centers, *, out=None):
     """
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__}")
+    workers = _n_workers(workers)
     per_band = [_padded(c, spec.shape) for c in _per_band(spec, centers)]
     n = per_band[0][0].shape[0]
     if any(c.shape[0] != n for c, _ in per_band):
@@ -235,18 +447,47 @@ def render_masks(spec, centers, *, out=None):
     shape = (n, spec.n_bands, h, w) if spec.multiscale else (n, h, w)
     if out is None:
         out = np.empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
-    scratch = np.empty((n, h, w), np.float32) if spec.multiscale and n > 1 else None
-    for band, ((c, wt), sigma) in enumerate(zip(per_band, spec.sigmas)):
-        if scratch is None:
-            _render_band(c, wt, sigma, spec, out[:, band] if spec.multiscale else out)
-        else:       # matmul into a strided view falls back to a slow loop: render, copy
-            _render_band(c, wt, sigma, spec, scratch)
-            out[:, band] = scratch
-    np.minimum(out, 1.0, out=out)
-    if spec.polarity == "occlude":
-        np.subtract(1.0, out, out=out)
+    elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape {shape}, got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {np.shape(out)}")
+    if n == 0:
+        return out
+
+    # work items: (band, first trial, last trial + 1), each small enough to stay in cache
+    items = []
+    for band, (c, _) in enumerate(per_band):
+        k = c.shape[1]
+        if spec.overlap == "clip" and spec.aperture != "disk":
+            size = _TILE_BYTES // (4 * h * w)
+        else:                                   # a (trials x k x H x W) block per item
+            size = _CHUNK_ELEMENTS // max(1, k * h * w)
+        size = max(1, min(n, size))
+        items += [(band, s, min(n, s + size)) for s in range(0, n, size)]
+    workers = max(1, min(workers, out.nbytes // _THREAD_BYTES))   # ~3 ms of work each
+    # matmul into a strided view falls back to a slow loop: a contiguous view or scratch
+    direct = out.flags.c_contiguous and (not spec.multiscale or n == 1)
+    local = threading.local()
+    ones = np.ones(h * w, np.float32)
+
+    def render(item):
+        band, start, stop = item
+        c, wt = per_band[band]
+        if direct:
+            target = out[start:stop, band] if spec.multiscale else out[start:stop]
+        else:
+            scratch = getattr(local, "scratch", None)
+            if scratch is None or scratch.shape[0] < stop - start:
+                scratch = local.scratch = np.empty((stop - start, h, w), np.float32)
+            target = scratch[:stop - start]
+        _render_chunk(c[start:stop], wt[start:stop], spec.sigmas[band], spec, target, ones)
+        if not direct:
+            if spec.multiscale:
+                out[start:stop, band] = target
+            else:
+                out[start:stop] = target
+
+    with one_blas_thread():
+        _run_items(render, items, workers)
     return out
 
 
@@ -300,8 +541,9 @@ def occlusion_positions(shape, size, *, stride=None):
     -------
     positions : ndarray of int, shape (n, 2)
     """
-    h, w = (int(s) for s in shape)
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 1 <= size <= min(h, w):
+    h, w = image_shape(shape)
+    if (isinstance(size, bool) or not isinstance(size, numbers.Integral)
+            or not 1 <= size <= min(h, w)):
         raise ValueError(f"size must be an integer from 1 to {min(h, w)} pixels, got {size!r}")
     stride = size if stride is None else stride
     if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or stride < 1:
@@ -333,7 +575,7 @@ def occlusion_masks(shape, size, *, stride=None):
     ((9, 8, 8), True)
     """
     positions = occlusion_positions(shape, size, stride=stride)
-    masks = np.ones((len(positions),) + tuple(int(s) for s in shape), np.float32)
+    masks = np.ones((len(positions),) + image_shape(shape), np.float32)
     for m, (r, c) in zip(masks, positions):
         m[r:r + size, c:c + size] = 0.0
     return masks
@@ -361,7 +603,8 @@ def rise_masks(shape, n_masks, seed, *, grid=(7, 7), p=0.5):
     shape : tuple of int
         Image shape (H, W).
     n_masks : int
-    seed : int
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator
+        See :func:`seed_sequence`.
     grid : tuple of int
         Size of the low-resolution grid (Petsiuk et al. use 7 x 7).
     p : float
@@ -371,22 +614,22 @@ def rise_masks(shape, n_masks, seed, *, grid=(7, 7), p=0.5):
     -------
     masks : ndarray of float32, shape (n_masks, H, W), in [0, 1]
     """
-    h, w = (int(s) for s in shape)
-    gh, gw = (int(g) for g in grid)
+    h, w = image_shape(shape)
+    gh, gw = image_shape(grid, name="grid")
     if isinstance(n_masks, bool) or not isinstance(n_masks, numbers.Integral) or n_masks < 0:
         raise ValueError(f"n_masks must be an integer >= 0, got {n_masks!r}")
-    if min(gh, gw) < 1:
-        raise ValueError(f"grid must be two positive integers, got {grid!r}")
-    if not 0.0 < p <= 1.0:
+    if isinstance(p, (bool, str)) or not 0.0 < p <= 1.0:
         raise ValueError(f"p must be in (0, 1], got {p!r}")
+    root = seed_sequence(seed)
     ch, cw = math.ceil(h / gh), math.ceil(w / gw)
     up_rows = _bilinear_matrix(gh, (gh + 1) * ch)
     up_cols = _bilinear_matrix(gw, (gw + 1) * cw)
     masks = np.empty((int(n_masks), h, w), np.float32)
-    for i in range(int(n_masks)):
-        rng = trial_rng(seed, i)
-        cells = (rng.random((gh, gw)) < p).astype(np.float32)
-        dy, dx = rng.integers(0, ch), rng.integers(0, cw)
-        big = up_rows @ cells @ up_cols.T
-        masks[i] = big[dy:dy + h, dx:dx + w]
+    with one_blas_thread():                     # two tiny products per mask
+        for i in range(int(n_masks)):
+            rng = trial_rng(root, i)
+            cells = (rng.random((gh, gw)) < p).astype(np.float32)
+            dy, dx = rng.integers(0, ch), rng.integers(0, cw)
+            big = up_rows @ cells @ up_cols.T
+            masks[i] = big[dy:dy + h, dx:dx + w]
     return masks

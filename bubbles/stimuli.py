@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-__all__ = ["StimulusSet", "ROI_NAMES", "MANIFEST_COLUMNS", "load_grey", "load_source",
-           "save_contact_sheet"]
+__all__ = ["StimulusSet", "ROI_NAMES", "MANIFEST_COLUMNS", "load_grey", "save_contact_sheet"]
 
 #: Region-of-interest names of the embedded face set.
 ROI_NAMES = ("eyes", "brows", "nose", "mouth")
@@ -260,8 +260,6 @@ class StimulusSet:
         pathlib.Path
             The folder.
         """
-        from PIL import Image
-
         folder = Path(path)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise FileExistsError(f"{str(folder)!r} exists and is not an empty folder; "
@@ -283,40 +281,6 @@ class StimulusSet:
         return folder
 
 
-def load_source(source, *, n_identities=20, size=256, expressions=None, base_dir=None):
-    """The stimulus set a session configuration names.
-
-    This is the one place that says what a ``stimuli.source`` means, for the session
-    that shows the images and for the analysis that rebuilds them later.
-
-    Parameters
-    ----------
-    source : str or path
-        ``"faces"`` for the embedded procedural faces
-        (``face_set(n_identities, seed=0, size=size)``), otherwise a folder with
-        ``manifest.csv`` (:meth:`StimulusSet.from_folder`); a relative folder is taken
-        relative to ``base_dir`` when given.
-    n_identities, size : int
-        Embedded faces only.
-    expressions : sequence of str, optional
-        Embedded faces only: the expressions to draw (default: all).
-    base_dir : path, optional
-
-    Returns
-    -------
-    StimulusSet
-    """
-    if str(source) == "faces":
-        from .faces import EXPRESSIONS, face_set
-
-        return face_set(n_identities, seed=0, size=size,
-                        expressions=tuple(expressions or EXPRESSIONS))
-    folder = Path(source)
-    if base_dir is not None and not folder.is_absolute():
-        folder = Path(base_dir) / folder
-    return StimulusSet.from_folder(folder)
-
-
 def load_grey(path):
     """Read one image file as grey float32 (H, W) in [0, 1].
 
@@ -328,8 +292,6 @@ def load_grey(path):
     --------
     >>> img = load_grey("face.png")                          # doctest: +SKIP
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
@@ -396,8 +358,6 @@ def save_contact_sheet(images, path, *, ncols, labels=None, pad=4, background=1.
     >>> import numpy as np
     >>> save_contact_sheet(np.zeros((6, 16, 16)), "/tmp/sheet.png", ncols=3)  # doctest: +SKIP
     """
-    from PIL import Image, ImageDraw, ImageFont
-
     imgs = np.asarray(images, dtype=np.float32)
     if imgs.ndim == 2:
         imgs = imgs[None]

@@ -34,10 +34,10 @@ def test_noise_background_per_trial_and_regenerable(image):
     assert_allclose(stim, noise)
     spec = BubbleSpec(shape=(64, 64), sigma=3, n_bubbles=5, background="noise")
     masks = render_masks(spec, sample_centers(spec, 3, 3))
-    assert_allclose(bubble_stimuli(image, spec, masks, seed=3, trials=[0, 1, 2]),
+    assert_allclose(bubble_stimuli(spec, image, masks, seed=3, trials=[0, 1, 2]),
                     apply_bubbles(image, masks, noise), atol=1e-6)
     with pytest.raises(ValueError, match="needs seed and trials"):
-        bubble_stimuli(image, spec, masks)
+        bubble_stimuli(spec, image, masks)
     with pytest.raises(ValueError, match="needs the noise fields"):
         apply_bubbles(image, np.zeros((64, 64)), background="noise")
     with pytest.raises(ValueError, match="one field per mask"):
@@ -81,11 +81,11 @@ def test_compose_all_ones_gives_image(image):
 def test_bubble_stimuli_single_and_multi(image):
     spec = BubbleSpec(shape=(64, 64), sigma=3, n_bubbles=10, background=0.5)
     masks = render_masks(spec, sample_centers(spec, 0, 4))
-    stim = bubble_stimuli(image, spec, masks)
+    stim = bubble_stimuli(spec, image, masks)
     assert_allclose(stim, apply_bubbles(image, masks, 0.5))
     ms = BubbleSpec(shape=(64, 64), sigma=2, n_bubbles=40, bands=3)
     mm = render_masks(ms, sample_centers(ms, 0, 4))
-    s2 = bubble_stimuli(image, ms, mm)
+    s2 = bubble_stimuli(ms, image, mm)
     assert s2.shape == (4, 64, 64) and s2.min() >= 0 and s2.max() <= 1
     assert_allclose(s2, compose_multiscale(laplacian_bands(image, 3), mm))
 
@@ -99,9 +99,31 @@ def test_bubble_stimuli_single_and_multi(image):
     (lambda im: laplacian_bands(im, 0), "n_bands must be an integer >= 1"),
     (lambda im: compose_multiscale(laplacian_bands(im, 3), np.ones((2, 64, 64))),
      r"masks must have shape \(3, H, W\)"),
-    (lambda im: bubble_stimuli(im, BubbleSpec(shape=(32, 32)), np.ones((1, 32, 32))),
+    (lambda im: bubble_stimuli(BubbleSpec(shape=(32, 32)), im, np.ones((1, 32, 32))),
      "does not match spec.shape"),
 ])
 def test_bad_input(image, call, match):
     with pytest.raises(ValueError, match=match):
         call(image)
+
+
+def test_bubble_stimuli_takes_the_spec_first(image):
+    spec = BubbleSpec(shape=(64, 64), sigma=3, n_bubbles=10, background=0.5)
+    masks = render_masks(spec, sample_centers(spec, 0, 2))
+    with pytest.raises(TypeError, match=r"spec must be a BubbleSpec, got ndarray \(the spec "
+                                        r"comes first: bubble_stimuli\(spec, image, masks\)\)"):
+        bubble_stimuli(image, spec, masks)
+
+
+def test_noise_seed_kinds(image):
+    from bubbles import noise_background
+
+    by_int = noise_background(image, 3, [0, 4])
+    assert np.array_equal(noise_background(image, np.random.SeedSequence(3), [0, 4]), by_int)
+    drawn = int(np.random.default_rng(8).integers(2 ** 63))
+    assert np.array_equal(noise_background(image, np.random.default_rng(8), 2),
+                          noise_background(image, drawn, 2))
+    with pytest.raises(ValueError, match=r"trials must be .* not a whole number >= 0: \[0.5\]"):
+        noise_background(image, 3, [0.5])
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, a numpy SeedSequence"):
+        noise_background(image, -3, 1)

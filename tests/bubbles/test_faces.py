@@ -217,11 +217,14 @@ def test_build_time():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(n_identities=0), "n_identities must be an int >= 1, got 0"),
-    (dict(n_identities=2.5), "n_identities must be an int >= 1, got 2.5"),
-    (dict(seed=-1), "seed must be an int >= 0 or a numpy Generator, got -1"),
-    (dict(seed="0"), "seed must be an int >= 0 or a numpy Generator, got '0'"),
-    (dict(size=32), "size must be an int >= 64 pixels, got 32"),
+    (dict(n_identities=0), "n_identities must be an integer >= 1, got 0"),
+    (dict(n_identities=2.5), "n_identities must be an integer >= 1, got 2.5"),
+    (dict(seed=-1), "seed must be an integer >= 0, a numpy SeedSequence or a numpy "
+                    "Generator, got -1"),
+    (dict(seed="0"), "seed must be an integer >= 0, a numpy SeedSequence or a numpy "
+                     "Generator, got '0'"),
+    (dict(size=32), r"size must be an integer >= 64 pixels \(the smallest image the "
+                    r"procedural faces are drawn at\), got 32"),
     (dict(expressions=("happy", "angry")), r"expressions must be distinct values among"),
     (dict(expressions=()), r"expressions must be distinct values among"),
     (dict(expressions=("happy", "happy")), r"got \['happy', 'happy'\]"),
@@ -229,3 +232,23 @@ def test_build_time():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         face_set(**kwargs)
+
+
+def test_seed_kinds():
+    by_int = face_set(1, seed=5, size=64, expressions=("neutral",))
+    by_sequence = face_set(1, seed=np.random.SeedSequence(5), size=64, expressions=("neutral",))
+    assert_array_equal(by_sequence.images, by_int.images)
+    other = face_set(1, seed=np.random.SeedSequence(5, spawn_key=(1,)), size=64,
+                     expressions=("neutral",))
+    assert not np.array_equal(other.images, by_int.images)
+
+
+def test_load_source_faces_and_size_minimum():
+    from bubbles import load_source
+    from bubbles.faces import MIN_SIZE
+
+    s = load_source("faces", n_identities=1, size=64, expressions=["happy"])
+    assert_array_equal(s.images, face_set(1, seed=0, size=64, expressions=("happy",)).images)
+    with pytest.raises(ValueError, match=rf"size must be an integer >= {MIN_SIZE} pixels"):
+        load_source("faces", n_identities=1, size=16)
+

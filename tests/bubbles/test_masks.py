@@ -1,12 +1,16 @@
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from bubbles import (BubbleSpec, center_maps, occlusion_masks, occlusion_positions,
-                     render_masks, rise_masks, sample_centers, sigma_to_fwhm)
+                     one_blas_thread, render_masks, rise_masks, sample_centers, seed_sequence,
+                     sigma_to_fwhm, trial_rng)
 
 
 @pytest.fixture
@@ -173,8 +177,8 @@ def test_rise_masks():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda s: sample_centers(s, -1, 3), "seed must be a non-negative integer"),
-    (lambda s: sample_centers(s, 1.5, 3), "seed must be a non-negative integer"),
+    (lambda s: sample_centers(s, -1, 3), "seed must be an integer >= 0, a numpy SeedSequence"),
+    (lambda s: sample_centers(s, 1.5, 3), "seed must be an integer >= 0, a numpy SeedSequence"),
     (lambda s: sample_centers(s, 0, -2), "trials must be a count >= 0"),
     (lambda s: sample_centers(s, 0, "abc"), "trial indices"),
     (lambda s: render_masks(s, np.zeros((2, 3))), r"centers must have shape \(n_trials"),
@@ -189,3 +193,191 @@ def test_bad_input(spec, call, match):
 def test_spec_type_checked():
     with pytest.raises(TypeError, match="spec must be a BubbleSpec"):
         sample_centers({"sigma": 3}, 0, 1)
+
+
+# -- seeds: one grammar ----------------------------------------------------------------
+def test_seed_kinds(spec):
+    """An int s and SeedSequence(s) are the same seed; a Generator is drawn from once."""
+    by_int = sample_centers(spec, 7, 6)
+    assert_array_equal(sample_centers(spec, np.random.SeedSequence(7), 6), by_int)
+    child = np.random.SeedSequence(7, spawn_key=(4,))          # trial t: key (4, t)
+    assert_array_equal(sample_centers(spec, child, [2]), sample_centers(
+        spec, np.random.SeedSequence(7, spawn_key=(4,)), 3)[2:])
+    assert not np.array_equal(sample_centers(spec, child, 3), by_int[:3])
+    g1, g2 = np.random.default_rng(3), np.random.default_rng(3)
+    first = sample_centers(spec, g1, 4)
+    assert_array_equal(first, sample_centers(spec, g2, 4))    # same state, same draws
+    assert not np.array_equal(sample_centers(spec, g1, 4), first)   # g1 has moved on
+    drawn = int(np.random.default_rng(3).integers(2 ** 63))
+    assert_array_equal(first, sample_centers(spec, drawn, 4))
+    assert seed_sequence(np.random.SeedSequence(5)).entropy == 5
+    assert_array_equal(rise_masks((20, 30), 3, np.random.SeedSequence(9)),
+                       rise_masks((20, 30), 3, 9))
+    a = trial_rng(11, 2, stream=1).random(3)
+    assert_array_equal(trial_rng(np.random.SeedSequence(11), 2, stream=1).random(3), a)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "7", None, True])
+def test_bad_seed_is_named(spec, seed):
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0, a numpy "
+                                         r"SeedSequence or a numpy Generator, got"):
+        sample_centers(spec, seed, 2)
+
+
+def test_fractional_trials_are_refused_not_truncated(spec):
+    with pytest.raises(ValueError, match=r"trials must be .* whole-number trial indices .* "
+                                         r"not a whole number >= 0: \[1.7\]"):
+        sample_centers(spec, 0, [1.7, 2])
+    with pytest.raises(ValueError, match="trials must be"):
+        sample_centers(spec, 0, 2.5)
+    with pytest.raises(ValueError, match=r"not a whole number >= 0: \[True\]"):
+        sample_centers(spec, 0, [True, 2])
+    assert_array_equal(sample_centers(spec, 0, np.array([1.0, 2.0])),
+                       sample_centers(spec, 0, [1, 2]))
+    assert sample_centers(spec, 0, 3.0).shape == (3, 12, 2)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: occlusion_positions((64.7, 64.2), 4), r"shape must be \(H, W\), two whole"),
+    (lambda: occlusion_masks((20, 20.5), 4), "shape must be"),
+    (lambda: rise_masks((64.7, 64), 2, 0), "shape must be"),
+    (lambda: rise_masks((64, 64), 2, 0, grid=(7.5, 7)), r"grid must be \(H, W\), two whole"),
+    (lambda: rise_masks((64, 64), 2, 0, p=float("nan")), r"p must be in \(0, 1\]"),
+])
+def test_bad_shapes_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# -- rendering: threads and BLAS limits never change a value ---------------------------
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint32)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(),
+    dict(polarity="occlude"),
+    dict(aperture="square"),
+    dict(overlap="max"),
+    dict(aperture="disk", n_bubbles=4),
+])
+def test_threads_do_not_change_a_single_value(kwargs):
+    """Big enough to render on several threads (>= 16 MB): the same bits as one thread,
+    as each trial rendered alone, and as a preallocated, reused output."""
+    spec = BubbleSpec(shape=(256, 256), sigma=10.0, n_bubbles=20).replace(**kwargs)
+    n = 70 if spec.overlap == "clip" and spec.aperture != "disk" else 36
+    c = sample_centers(spec, 3, n)
+    one = render_masks(spec, c, workers=1)
+    assert _bits(one).shape == (n, 256, 256)
+    for workers in (2, 3, None):
+        assert_array_equal(_bits(render_masks(spec, c, workers=workers)), _bits(one))
+    alone = np.concatenate([render_masks(spec, c[[t]], workers=1) for t in (0, n // 2, n - 1)])
+    assert_array_equal(_bits(alone), _bits(one[[0, n // 2, n - 1]]))
+    out = np.full((n, 256, 256), 7.0, np.float32)
+    assert render_masks(spec, c, out=out, workers=2) is out
+    assert_array_equal(_bits(out), _bits(one))
+
+
+def test_threads_do_not_change_multiscale_or_ragged_masks():
+    spec = BubbleSpec(shape=(256, 256), sigma=4.0, n_bubbles=60, bands=3)
+    c = sample_centers(spec, 1, 24)                        # 24 x 3 x 256 KB = 18 MB
+    one = render_masks(spec, c, workers=1)
+    assert_array_equal(_bits(render_masks(spec, c, workers=4)), _bits(one))
+    assert_array_equal(_bits(render_masks(spec, [b[[5]] for b in c])), _bits(one[[5]]))
+    single = BubbleSpec(shape=(256, 256), sigma=6.0, n_bubbles=20)
+    ragged = [sample_centers(single.replace(n_bubbles=k), 2, [i])[0]
+              for i, k in enumerate([3, 20, 0, 11] * 20)]
+    assert_array_equal(_bits(render_masks(single, ragged, workers=3)),
+                       _bits(render_masks(single, ragged, workers=1)))
+
+
+def test_strided_out_gets_the_same_values():
+    spec = BubbleSpec(shape=(64, 80), sigma=4.0, n_bubbles=12)
+    c = sample_centers(spec, 0, 5)
+    big = np.zeros((5, 64, 160), np.float32)
+    with pytest.raises(ValueError, match=r"out must be a float32 array of shape \(5, 64, 80\)"):
+        render_masks(spec, c, out=big)
+    view = big[:, :, ::2]
+    render_masks(spec, c, out=view)
+    assert_array_equal(_bits(view), _bits(render_masks(spec, c)))
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_bad_workers(spec, workers):
+    with pytest.raises(ValueError, match="workers must be None .* or an integer >= 1"):
+        render_masks(spec, sample_centers(spec, 0, 1), workers=workers)
+
+
+def _blas_threads():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_one_blas_thread_limits_and_restores():
+    before = _blas_threads()
+    with one_blas_thread():
+        assert set(_blas_threads()) == {1}
+        with one_blas_thread():                              # nested
+            assert set(_blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}
+    assert _blas_threads() == before
+    # overlapping blocks in several threads: limited while all are inside, and BLAS is
+    # as it was once they have all left, whichever leaves last
+    start, inside = threading.Barrier(4), threading.Barrier(4)
+    seen = []
+
+    def hold(k):
+        start.wait()
+        with one_blas_thread():
+            inside.wait()
+            seen.append(set(_blas_threads()))
+            inside.wait()
+            time.sleep(0.01 * k)
+
+    threads = [threading.Thread(target=hold, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [{1}] * 4
+    assert _blas_threads() == before
+    spec = BubbleSpec(shape=(256, 256), sigma=10.0, n_bubbles=20)
+    render_masks(spec, sample_centers(spec, 0, 80), workers=3)
+    assert _blas_threads() == before
+    # and any thread can still set its own limits afterwards
+    limited = []
+
+    def own_limit():
+        with threadpool_limits(limits=1, user_api="blas"):
+            limited.append(set(_blas_threads()))
+
+    t = threading.Thread(target=own_limit)
+    t.start()
+    t.join()
+    assert limited == [{1}] and _blas_threads() == before
+
+
+def test_render_in_threads_of_the_caller():
+    """render_masks called from several threads at once: the same values."""
+    spec = BubbleSpec(shape=(256, 256), sigma=8.0, n_bubbles=15)
+    c = sample_centers(spec, 4, 72)
+    ref = render_masks(spec, c, workers=1)
+    results = [None] * 3
+
+    def run(i):
+        results[i] = render_masks(spec, c, workers=2)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        assert_array_equal(_bits(r), _bits(ref))
+
+
+def test_an_error_in_a_thread_reaches_the_caller():
+    spec = BubbleSpec(shape=(256, 256), sigma=8.0, n_bubbles=15)
+    out = np.empty((72, 256, 256), np.float32)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        render_masks(spec, sample_centers(spec, 0, 72), out=out, workers=2)

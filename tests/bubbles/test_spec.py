@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -100,3 +101,127 @@ def test_from_dict_names_missing_keys():
     del d["sigma"]
     with pytest.raises(ValueError, match=r"missing \['sigma'\]"):
         BubbleSpec.from_dict(d)
+
+
+# -- issue 9: every bad input named --------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(shape=(64.7, 64.2)), r"shape must be \(H, W\), two whole numbers >= 1 pixels, "
+                               r"got \(64.7, 64.2\)"),
+    (dict(shape="64"), "shape must be"),
+    (dict(shape=(64, None)), "shape must be"),
+    (dict(sigma=None), r"sigma must be > 0 pixels \(a number, or one per band\), got None"),
+    (dict(sigma="3"), r"sigma must be > 0 pixels .* got '3'"),
+    (dict(sigma=float("nan")), "sigma must be > 0 pixels, got nan"),
+    (dict(bands=2, sigma=[1, None]), r"sigma must be > 0 pixels .* got \[1, None\]"),
+    (dict(n_bubbles="20"), r"n_bubbles must be a whole number >= 0 .* got '20'"),
+    (dict(n_bubbles=None), "n_bubbles must be a whole number >= 0"),
+    (dict(bands=float("nan")), "bands must be None or an integer >= 1, got nan"),
+    (dict(bands=2.5), "bands must be None or an integer >= 1, got 2.5"),
+    (dict(background=None), "background must be 'mean', 'noise' or a grey level"),
+    (dict(background=True), "background must be 'mean', 'noise' or a grey level"),
+])
+def test_bad_values_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BubbleSpec(**kwargs)
+
+
+def test_whole_floats_accepted_as_integers():
+    spec = BubbleSpec(shape=(64.0, 48.0), n_bubbles=12.0, bands=2.0, sigma=3)
+    assert spec.shape == (64, 48) and spec.n_bubbles == 12 and spec.bands == 2
+    assert all(type(v) is int for v in spec.shape + (spec.n_bubbles, spec.bands))
+
+
+def test_n_bubbles_above_the_pixel_count_is_refused():
+    with pytest.raises(ValueError, match=r"n_bubbles=1000000 needs 1000000 distinct centre "
+                                         r"pixels in one band, more than the 4096 pixels "
+                                         r"of a 64 x 64 image"):
+        BubbleSpec(shape=(64, 64), n_bubbles=10 ** 6)
+    with pytest.raises(ValueError, match=r"n_bubbles=\(2, 5000\) needs 5000 .* 4096 pixels"):
+        BubbleSpec(shape=(64, 64), sigma=2, n_bubbles=[2, 5000], bands=2)
+    assert BubbleSpec(shape=(8, 8), n_bubbles=64).n_bubbles == 64     # every pixel: fine
+    region = np.zeros((8, 8), bool)
+    region[:2, :3] = True
+    with pytest.raises(ValueError, match=r"search_region has 6 pixels, fewer than the 7 "
+                                         r"bubbles a trial needs in one band \(n_bubbles=7\)"):
+        BubbleSpec(shape=(8, 8), n_bubbles=7, search_region=region)
+
+
+def test_search_region_values():
+    nan_region = np.full((8, 8), np.nan)
+    with pytest.raises(ValueError, match=r"search_region must hold booleans or the numbers 0 "
+                                         r"and 1 .* got 64 other values, e.g. \[nan\]"):
+        BubbleSpec(shape=(8, 8), n_bubbles=3, search_region=nan_region)
+    half = np.zeros((8, 8))
+    half[0, 0] = 0.5
+    with pytest.raises(ValueError, match=r"e.g. \[0.5\]"):
+        BubbleSpec(shape=(8, 8), n_bubbles=0, search_region=half)
+    with pytest.raises(ValueError, match="search_region must hold booleans"):
+        BubbleSpec(shape=(2, 2), n_bubbles=1, search_region=np.array([["a", "b"], ["c", "d"]]))
+    ones = np.zeros((8, 8))
+    ones[2:4, 2:4] = 1.0
+    spec = BubbleSpec(shape=(8, 8), n_bubbles=3, search_region=ones)
+    np.testing.assert_array_equal(spec.allowed_pixels, [18, 19, 26, 27])
+
+
+def test_more_bands_than_the_image_holds_warns():
+    with pytest.warns(UserWarning, match=r"bands=12 is more than a 64 x 64 image holds: "
+                                         r"one-octave bands stop at 6 .* bands 7 to 12 .* "
+                                         r"use bands <= 6"):
+        BubbleSpec(shape=(64, 64), sigma=2, n_bubbles=40, bands=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BubbleSpec(shape=(64, 64), sigma=2, n_bubbles=40, bands=6)
+        BubbleSpec(shape=(32, 32), sigma=1.0, n_bubbles=60, bands=5)
+
+
+def test_broken_json_is_named(tmp_path):
+    with pytest.raises(ValueError, match="BubbleSpec JSON is not valid JSON"):
+        BubbleSpec.from_json('{"shape": [64, 64],')
+    path = tmp_path / "spec.json"
+    path.write_text('{"shape": [64, 64],')
+    with pytest.raises(ValueError, match=r"spec file '.*spec\.json': BubbleSpec JSON is not "
+                                         r"valid JSON: Expecting property name"):
+        BubbleSpec.load(path)
+    d = BubbleSpec().to_dict()
+    d["sigma"] = -3
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"spec file '.*spec\.json': sigma must be > 0 pixels"):
+        BubbleSpec.load(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"spec file '.*spec\.json': not a BubbleSpec"):
+        BubbleSpec.load(path)
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match=r"spec file '.*spec\.json' is not UTF-8 text"):
+        BubbleSpec.load(path)
+    with pytest.raises(FileNotFoundError, match=r"spec file '.*nowhere\.json' does not exist"):
+        BubbleSpec.load(tmp_path / "nowhere.json")
+    with pytest.raises(FileNotFoundError, match="is not a file"):
+        BubbleSpec.load(tmp_path)
+
+
+def test_save_load_round_trip(tmp_path):
+    region = np.zeros((16, 24), bool)
+    region[3:9, 4:20] = True
+    spec = BubbleSpec(shape=(16, 24), sigma=[1.5, 3.0], n_bubbles=[6, 2], bands=2,
+                      search_region=region, background="noise")
+    back = BubbleSpec.load(spec.save(tmp_path / "s.json"))
+    assert back == spec
+    np.testing.assert_array_equal(back.search_region, region)
+
+
+def test_from_dict_damaged_region_is_named():
+    d = BubbleSpec(shape=(8, 8), n_bubbles=1, search_region=np.eye(8, dtype=bool)).to_dict()
+    d["search_region"] = "not base64!"
+    with pytest.raises(ValueError, match="search_region must be the base64 text"):
+        BubbleSpec.from_dict(d)
+    d["search_region"] = "AA=="                       # 8 bits for 64 pixels
+    with pytest.raises(ValueError, match=r"search_region holds 8 bits, fewer than the 64"):
+        BubbleSpec.from_dict(d)
+
+
+def test_numpy_scalars_and_zero_d_arrays_are_numbers():
+    spec = BubbleSpec(shape=np.array([32, 48]), sigma=np.array(3.0), n_bubbles=np.int64(5),
+                      bands=np.array(2), background=np.float32(0.25))
+    assert (spec.shape, spec.sigma, spec.n_bubbles, spec.bands, spec.background) == \
+        ((32, 48), 3.0, 5, 2, 0.25)
+    assert BubbleSpec.from_json(spec.to_json()) == spec

@@ -288,3 +288,14 @@ def test_save_contact_sheet(tmp_path, small_set):
 def test_save_contact_sheet_errors(tmp_path, small_set, kwargs, match):
     with pytest.raises(ValueError, match=match):
         save_contact_sheet(small_set.images, tmp_path / "s.png", **kwargs)
+
+
+def test_load_source_folder_relative_to_base_dir(tmp_path, small_set):
+    from bubbles import load_source
+
+    small_set.to_folder(tmp_path / "sets" / "mine")
+    s = load_source("mine", base_dir=tmp_path / "sets")
+    assert_allclose(s.images, small_set.images, atol=1 / 65535)
+    assert_allclose(load_source(tmp_path / "sets" / "mine").images, s.images)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_source("mine", base_dir=tmp_path)
