@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from bubbles import BubbleSpec, center_maps, sigma_to_fwhm
+from bubbles import BubbleSpec, center_maps, one_blas_thread, sigma_to_fwhm
 
 from .diagnostic import DiagnosticImage
 from .zscore import zscore
@@ -269,9 +269,21 @@ def _constant_targets(r):
     return np.flatnonzero(r.std(axis=0) == 0)
 
 
-def _engine(spec, maps, r, *, method, chunk_size, progress, consumer=None, out=None,
-            keep_raw=False, region=None, bands=None):
+def _engine(spec, maps, r, **kwargs):
     """Compute z (T, B, H, W) for responses r (n, T); chunked over targets.
+
+    Runs with BLAS limited to one thread: the engine is many small products, which two
+    BLAS threads slow down (1.5-3x) as soon as another process holds a core, and one
+    thread costs little on a quiet machine (benchmarks/ci.py measures both). The
+    values do not depend on it.
+    """
+    with one_blas_thread():
+        return _engine_chunks(spec, maps, r, **kwargs)
+
+
+def _engine_chunks(spec, maps, r, *, method, chunk_size, progress, consumer=None,
+                   out=None, keep_raw=False, region=None, bands=None):
+    """The work of :func:`_engine`.
 
     With ``consumer(start, z_chunk)`` nothing is kept (used by permutations).
     ``bands``: the :func:`_bands` of ``maps`` when the caller already built them.

@@ -334,11 +334,9 @@ def _spec(args, shape):
     if args.spec:
         path = Path(args.spec)
         try:
-            spec = BubbleSpec.from_json(path.read_text())
-        except OSError as exc:
-            raise DataError(f"--spec {path}: cannot read it ({exc.strerror})") from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"--spec {path} is not a valid BubbleSpec JSON file: {exc}") from None
+            spec = BubbleSpec.load(path)          # every error names the file
+        except (OSError, ValueError, TypeError) as exc:
+            raise DataError(f"--spec: {exc}") from None
         if tuple(spec.shape) != tuple(shape):
             raise DataError(f"--spec {path} has shape {tuple(spec.shape)}, but the images "
                             f"are {tuple(shape)}")
