@@ -188,7 +188,7 @@ def test_data_errors_exit_1(tmp_path, capsys, monkeypatch):
         (["probe", "--model", "nosuchmod:build", "--layer", "x", "--n-masks", "4", *out,
           *FACES], "cannot build the model"),
         (["probe", "--layer", "x", "--n-masks", "4", "--spec", str(tmp_path / "spec.json"),
-          *out, *FACES], f"--spec {tmp_path / 'spec.json'} is not a valid BubbleSpec"),
+          *out, *FACES], f"--spec: spec file '{tmp_path / 'spec.json'}': BubbleSpec JSON is not valid JSON"),
         (["attribute", "--method", "saliency", "--out", str(tmp_path / "file"), *FACES],
          "cannot be a folder"),
         (["attribute", "--method", "saliency", "--out", str(tmp_path / "file" / "sub"),
