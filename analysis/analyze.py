@@ -23,7 +23,8 @@ __all__ = ["select_trials", "image_tests", "ImageTests", "analyze_session",
            "SessionAnalysis"]
 
 
-def select_trials(table, *, block=None, response="correct", drop_missing=False):
+def select_trials(table, *, block=None, response="correct", drop_missing=False,
+                  warn_blocks=True):
     """The trials of ``table`` a map is made from, and notes on what was chosen.
 
     Parameters
@@ -37,6 +38,8 @@ def select_trials(table, *, block=None, response="correct", drop_missing=False):
     drop_missing : bool
         Leave out trials whose response is missing (otherwise they are an error where
         the responses are read).
+    warn_blocks : bool
+        Warn when several blocks are analysed together (``block`` None).
 
     Returns
     -------
@@ -52,7 +55,7 @@ def select_trials(table, *, block=None, response="correct", drop_missing=False):
         if len(table) == 0:
             raise ValueError(f"block {block!r} matches no trial; the trials' blocks are "
                              f"{blocks}")
-    elif len(blocks) > 1:
+    elif len(blocks) > 1 and warn_blocks:
         warnings.warn(f"analysing the trials of all blocks {blocks} together; pass "
                       "--block NAME (e.g. --block main) to leave out practice trials",
                       UserWarning, stacklevel=2)

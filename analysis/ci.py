@@ -68,7 +68,7 @@ NULLS = ("analytic", "permutation")
 
 
 # -- input checks --------------------------------------------------------------------
-def _as_center_maps(spec, centers):
+def as_center_maps(spec, centers):
     """Centre maps as a list of float32 CSR matrices (one per band)."""
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a bubbles.BubbleSpec, got {type(spec).__name__}")
@@ -437,7 +437,7 @@ def classification_image(spec, centers, responses, method="regression", *,
         raise ValueError(f"'method' must be one of {list(METHODS)}. {method!r} was provided.")
     if null not in NULLS:
         raise ValueError(f"'null' must be one of {list(NULLS)}. {null!r} was provided.")
-    maps = _as_center_maps(spec, centers)
+    maps = as_center_maps(spec, centers)
     n = maps[0].shape[0]
     if n < 2:
         raise ValueError(f"centers must cover at least 2 trials for a classification "

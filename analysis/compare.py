@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, zoom
 from scipy.stats import rankdata
 
-from scipy.ndimage import zoom
-
-from .ci import METHODS, _as_center_maps, _permutations, classification_image
+from .analyze import select_trials
+from .ci import METHODS, _permutations, as_center_maps, classification_image
 from .diagnostic import DiagnosticImage, to_jsonable
 from .trials import TrialTable
 from .zscore import zscore
@@ -96,7 +95,7 @@ def _ranks(x):
     return np.stack([rankdata(row) for row in x])
 
 
-def _check_maps(z, what, names=None):
+def check_maps(z, what, names=None):
     """Refuse non-finite maps, naming the map (and its first bad targets)."""
     bad = ~np.isfinite(z).reshape(len(z), -1).all(axis=1)
     if bad.any():
@@ -155,8 +154,8 @@ def correlate(a, b, *, smoothing=0.0, region=None) -> Correlation:
     if b.shape[1:] != a.shape:
         raise ValueError(f"b must have the shape of a {a.shape} or (T, *{a.shape}), got "
                          f"{b.shape}")
-    _check_maps(a[None], "map a")
-    _check_maps(b, "map b")
+    check_maps(a[None], "map a")
+    check_maps(b, "map b")
     fa = _flat(smooth_maps(a[None], smoothing), region)
     fb = _flat(smooth_maps(b, smoothing), region)
     if np.ptp(fa) == 0:
@@ -172,27 +171,15 @@ def spearman_brown(r):
     return 2 * r / (1 + r)
 
 
-def _rows(maps, idx):
+def trial_rows(maps, idx):
     """The trials ``idx`` of csr centre maps (row slices, no re-rendering)."""
     return [m[idx] for m in maps]
 
 
-def _select_trials(table, info, response):
+def image_trials(table, info, response):
     """The trials, response column and notes that made image A (``info`` from
-    ``bubbles analyze``): the same block, the same dropped missing responses."""
-    notes = {}
-    block = info.get("block")
-    if block is not None:
-        if "block" not in table.data:
-            raise ValueError(f"a was made from block {block!r} but the trials have no "
-                             "'block' column")
-        keep = (table.data["block"].astype(str) == str(block)).to_numpy()
-        if not keep.any():
-            blocks = sorted(table.data["block"].astype(str).unique())
-            raise ValueError(f"a was made from block {block!r}, which matches no trial; "
-                             f"the trials' blocks are {blocks}")
-        table = table.select(keep)
-        notes["block"] = block
+    ``bubbles analyze``): the same block, the same dropped missing responses, chosen by
+    :func:`analysis.analyze.select_trials` as when A was made."""
     recorded = info.get("response")
     if response is None:
         response = recorded or "correct"
@@ -200,9 +187,12 @@ def _select_trials(table, info, response):
         warnings.warn(f"response {response!r} differs from the column {recorded!r} that a "
                       "was made from: the noise ceiling and p-value then describe another "
                       "map", UserWarning, stacklevel=3)
-    if info.get("drop_missing"):
-        table = table.dropna(response)
-    notes["response"] = response
+    block = info.get("block")
+    table = select_trials(table, block=block, response=response,
+                          drop_missing=bool(info.get("drop_missing")), warn_blocks=False)
+    notes = {"response": response}
+    if block is not None:
+        notes["block"] = block
     return table, response, notes
 
 
@@ -268,7 +258,7 @@ def noise_ceiling(spec, centers, responses, *, n_splits=20, seed=0, smoothing=0.
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or (
             n_splits < 1):
         raise ValueError(f"n_splits must be an integer >= 1, got {n_splits!r}")
-    maps = _as_center_maps(spec, centers)          # once; each half is a csr row slice
+    maps = as_center_maps(spec, centers)          # once; each half is a csr row slice
     rng = np.random.default_rng(seed)
     rs = []
     for _ in range(int(n_splits)):
@@ -276,9 +266,9 @@ def noise_ceiling(spec, centers, responses, *, n_splits=20, seed=0, smoothing=0.
         h1, h2 = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
         if np.ptp(r[h1]) == 0 or np.ptp(r[h2]) == 0:
             continue
-        z1 = classification_image(spec, _rows(maps, h1), r[h1], method=method,
+        z1 = classification_image(spec, trial_rows(maps, h1), r[h1], method=method,
                                   progress=False).z
-        z2 = classification_image(spec, _rows(maps, h2), r[h2], method=method,
+        z2 = classification_image(spec, trial_rows(maps, h2), r[h2], method=method,
                                   progress=False).z
         rs.append(float(correlate(z1, z2, smoothing=smoothing, region=region).pearson[0]))
     if not rs:
@@ -300,7 +290,7 @@ def permutation_null(spec, centers, responses, maps, *, n_permutations=1000, see
         raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
     r = np.asarray(responses, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    xs = _as_center_maps(spec, centers)            # once for every chunk
+    xs = as_center_maps(spec, centers)            # once for every chunk
     fm = zscore(_flat(smooth_maps(maps, smoothing), region), axis=1)
     out = []
     left = int(n_permutations)
@@ -463,7 +453,7 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
         zb = _resample(zb, za.shape[-2:])
     if zb.shape[1:] != za.shape:
         raise ValueError(f"b's maps {zb.shape[1:]} must match a's {za.shape} (same bands)")
-    _check_maps(zb, "map b", names)
+    check_maps(zb, "map b", names)
     corr = correlate(za, zb, smoothing=smoothing, region=region)
     pear, spear = corr.pearson, corr.spearman
     flat = np.isnan(pear)
@@ -481,7 +471,7 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
         info["note"] = "no trials for A: noise ceiling and p-value not computed"
         return res
     if isinstance(trials, TrialTable):          # the trials that made A
-        table, response, notes = _select_trials(trials, ia.info or {}, response)
+        table, response, notes = image_trials(trials, ia.info or {}, response)
         info.update(notes)
         spec, centers, r = table.spec, table.center_maps(), table.responses(response)
     else:
@@ -494,7 +484,7 @@ def compare(a, b, *, trials=None, response=None, smoothing=0.0, region=None,
     if ia.n_trials and len(r) != ia.n_trials:
         raise ValueError(f"a was made from {ia.n_trials} trials but the trials given hold "
                          f"{len(r)}: they are another session's (or another block's) trials")
-    centers = _as_center_maps(spec, centers)   # csr once: every split and chunk slices it
+    centers = as_center_maps(spec, centers)   # csr once: every split and chunk slices it
     if method is None:
         method = ia.method if ia.method in METHODS else "regression"
     info.update(method=method, n_trials=len(r))

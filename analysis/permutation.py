@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .ci import _as_center_maps, _bands, _check_responses, _engine, _permutations
+from .ci import _bands, _check_responses, _engine, _permutations, as_center_maps
 from .stats import Cluster, _check_p, _find_clusters, _structure
 
 __all__ = ["PermutationTest", "permutation_test"]
@@ -155,7 +155,7 @@ def permutation_test(spec, centers, responses, p=0.05, *, method="regression",
     if spec.multiscale:
         raise ValueError("spec must be single-scale for permutation_test; test each band "
                          "with its own single-band spec")
-    maps = _as_center_maps(spec, centers)
+    maps = as_center_maps(spec, centers)
     r = _check_responses(responses, maps[0].shape[0])
     if r.ndim != 1:
         raise ValueError(f"responses must be 1-D (one observer) for permutation_test, "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ from .record import UnitRecorder, check_count, image_batch, resolve_device
 
 __all__ = ["diagnostic_images", "aperture_masks", "torch_render_masks",
            "torch_apply_bubbles", "torch_compose_multiscale", "BubbledStimuli",
-           "strongest_targets", "RESPONSES"]
+           "strongest_targets", "random_weights", "RESPONSES"]
 
 RESPONSES = ("activation", "perturbation")
 
@@ -400,6 +401,39 @@ def _seed_record(seed, root):
     return {"entropy": int(root.entropy), "spawn_key": [int(k) for k in root.spawn_key]}
 
 
+def _layer_units(layer, units):
+    """``layer`` (a name, a module, a sequence of names or a mapping name -> units) as
+    the ``{layer: units}`` mapping of :class:`UnitRecorder`; duplicates refused."""
+    if isinstance(layer, Mapping):
+        if units is not None:
+            raise ValueError("units must be None when layer is a mapping of layer -> "
+                             f"units, got units={units!r}")
+        return dict(layer)
+    if isinstance(layer, (str, torch.nn.Module)):
+        return {layer: units}
+    if isinstance(layer, (list, tuple)):
+        if not layer:
+            raise ValueError("layer must name at least one layer, got an empty "
+                             f"{type(layer).__name__}")
+        bad = [x for x in layer if not isinstance(x, str)]
+        if bad:
+            raise TypeError(f"layer must be a name or a sequence of names, got "
+                            f"{bad[0]!r} in it")
+        dup = sorted({x for x in layer if list(layer).count(x) > 1})
+        if dup:
+            raise ValueError(f"layer lists {dup} more than once; each layer is recorded "
+                             "once per pass")
+        return {x: units for x in layer}
+    raise TypeError(f"layer must be a layer name, a sequence of names or a mapping of "
+                    f"names to units, got {type(layer).__name__} {layer!r}")
+
+
+def _joined(recorded, layers):
+    """One (N, units of all layers) tensor, layer after layer."""
+    parts = [recorded[name] for name in layers]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
                       batch_size=128, preprocess=None, device=None, method="regression",
                       response="activation", stimulus_ids=None,
@@ -410,8 +444,9 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     of ``sample_centers(spec, seed, [t])`` on the spec's background (a noise background
     is ``bubbles.noise_background(image, seed, [t])``, drawn the way a session draws its
     trial ``t`` with that mask seed, so every trial is regenerable from ``(seed, t)``);
-    the selected units of ``layer`` are recorded for all trials of a batch in one
-    forward pass that stops after ``layer``. With several images, each unit's responses
+    the selected units of ``layer`` (or of several layers, with the same masks) are
+    recorded for all trials of a batch in one forward pass that stops after the last
+    of them. With several images, each unit's responses
     are centred per image (the image's own mean activation is not a property of the
     masks). The responses go to :func:`analysis.classification_image` like a person's.
 
@@ -419,8 +454,10 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     ----------
     spec : bubbles.BubbleSpec
     model : torch.nn.Module
-    layer : str
-        Layer name as in ``model.named_modules()``.
+    layer : str, sequence of str, or mapping of str to units
+        Layer name as in ``model.named_modules()``; several names (or ``{name: units}``)
+        record every listed layer in the same pass over the same bubbled stimuli, and
+        the image then holds the units of all of them, layer after layer.
     images : array (H, W) or (n_images, H, W), float in [0, 1]
         Shape must equal ``spec.shape`` (see :func:`ann_bridge.record.image_batch`).
     n_masks : int
@@ -428,7 +465,9 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     seed : int, numpy SeedSequence or Generator
         Mask seed, as in a session (a Generator is drawn from once).
     units : see :func:`ann_bridge.record.as_units`
-        Default: every channel of the layer, averaged over space.
+        Default: every channel of the layer, averaged over space; with several layers
+        the same selection is applied to each (a mapping ``layer`` chooses per layer,
+        and ``units`` must then be None).
     batch_size : int
         Trials per forward pass (memory bound).
     preprocess : callable, optional
@@ -450,7 +489,9 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     analysis.DiagnosticImage
         ``z`` of shape ``(n_units, H, W)`` (``dims`` ``('target', 'y', 'x')``, plus a
         ``'band'`` axis for multi-scale specs), ``targets`` ``'layer:unit'``,
-        ``observer='unit'``; ``info`` holds the model, layer, response kind, mask seed,
+        ``observer='unit'``; ``info`` holds the model, ``layer`` (the name; for several
+        layers their names joined by ``', '``), ``layers`` (the list of names, in the
+        order of the targets) and ``units_per_layer``, the response kind, mask seed,
         image count and stimuli.
 
     Examples
@@ -460,6 +501,10 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     ...                        n_masks=2000, seed=1)                  # doctest: +SKIP
     >>> ci.z.shape, ci.targets[0]                                     # doctest: +SKIP
     ((64, 256, 256), 'features.conv3:ch0')
+    >>> two = diagnostic_images(spec, model, ["features.conv2", "features.conv3"], face,
+    ...                         n_masks=2000, seed=1)                 # doctest: +SKIP
+    >>> two.n_targets, two.info["layers"]                             # doctest: +SKIP
+    (96, ['features.conv2', 'features.conv3'])
     """
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a bubbles.BubbleSpec, got {type(spec).__name__}")
@@ -483,22 +528,23 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
             raise ValueError(f"stimulus_ids must name each of the {n_img} images, got "
                              f"{len(stimulus_ids)}")
     root = seed_sequence(seed)
-    rec = UnitRecorder(model, layer, units, preprocess=preprocess, device=device)
+    rec = UnitRecorder(model, _layer_units(layer, units), preprocess=preprocess,
+                       device=device)
     dev = rec.device
-    name = next(iter(rec.layers))
+    layers = list(rec.layers)
     timgs = imgs.to(dev)
     centers = sample_centers(spec, root, n_masks)
     which = np.arange(n_masks) % n_img
-    full = rec(timgs)[name] if response == "perturbation" else None
+    full = _joined(rec(timgs), layers) if response == "perturbation" else None
     compose = BubbledStimuli(spec, timgs, seed=root)
     buffer = torch.empty((min(batch_size, n_masks),) + tuple(spec.shape), device=dev)
     chunks = []
     for start in tqdm(range(0, n_masks, batch_size), disable=not progress,
-                      desc=f"bubbles probe {name}", unit="batch"):
+                      desc=f"bubbles probe {', '.join(layers)}", unit="batch"):
         stop = min(n_masks, start + batch_size)
         stim = compose(which[start:stop], _slice_centers(centers, start, stop),
                        trials=np.arange(start, stop), out=buffer)
-        r = rec(stim)[name]
+        r = _joined(rec(stim), layers)
         if full is not None:
             r = (r - full[torch.as_tensor(which[start:stop], device=dev)]).abs()
         chunks.append(r)
@@ -506,16 +552,74 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
     if n_img > 1:                    # only the images shown (n_masks may be < n_images)
         for j in range(min(n_img, n_masks)):
             responses[which == j] -= responses[which == j].mean(axis=0)
-    names = rec.unit_names(timgs[:1])[name]
+    per_layer = rec.unit_names(timgs[:1])
+    targets = [f"{name}:{u}" for name in layers for u in per_layer[name]]
     ci = classification_image(spec, centers, responses, method=method,
-                              targets=[f"{name}:{u}" for u in names], observer="unit",
-                              progress=progress)
-    ci.info.update({"model": type(rec.model).__name__, "layer": name,
+                              targets=targets, observer="unit", progress=progress)
+    ci.info.update({"model": type(rec.model).__name__, "layer": ", ".join(layers),
+                    "layers": layers,
+                    "units_per_layer": [len(per_layer[name]) for name in layers],
                     "response": response, "n_images": min(n_img, n_masks),
                     "mask_seed": _seed_record(seed, root), "n_masks": n_masks})
     if stimulus_ids is not None:
         ci.info["stimuli"] = stimulus_ids[:n_masks]
     return ci
+
+
+def random_weights(model, seed=0):
+    """A copy of ``model`` with the same architecture and freshly initialised weights.
+
+    Every sub-module with a ``reset_parameters`` method (convolutions, linear layers,
+    normalisation layers, whose running statistics are reset too) is re-initialised
+    with torch's default initialisation, drawn from ``seed`` without touching torch's
+    global random state. The control network of the randomisation test of Adebayo et
+    al. (2018): a map that survives random weights says more about the architecture and
+    the stimuli than about what the network learned. ``model`` itself is unchanged.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    seed : int
+
+    Returns
+    -------
+    torch.nn.Module
+        In eval mode, on ``model``'s device.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not an ``nn.Module`` or ``seed`` not an int.
+    ValueError
+        A parameter belongs to a module that cannot re-initialise it (a custom
+        ``nn.Parameter`` outside standard layers): the copy would not be random.
+
+    References
+    ----------
+    Adebayo, J. et al. (2018). Sanity checks for saliency maps. NeurIPS 31.
+    """
+    import copy
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    clone = copy.deepcopy(model)
+    fixed = set()
+    devices = [p.device for p in clone.parameters() if p.device.type == "cuda"]
+    with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices})):
+        torch.manual_seed(int(seed))
+        for module in clone.modules():
+            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+                module.reset_parameters()
+                fixed |= {id(p) for p in module.parameters(recurse=False)}
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    left = [name for name, p in clone.named_parameters() if id(p) not in fixed]
+    if left:
+        raise ValueError(f"model has parameters that no layer can re-initialise "
+                         f"({left[:5]}): random_weights cannot make a random copy of it")
+    return clone.eval()
 
 
 def strongest_targets(image: DiagnosticImage, n=5) -> list:

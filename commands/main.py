@@ -12,6 +12,7 @@ analyze        commands.analyze             diagnostic images and their statisti
 compare        commands.compare             human vs model vs voxel diagnostic images
 ann            commands.ann                 train / probe / attribute networks
 fmri           commands.fmri                BOLD runs -> a diagnostic image per voxel
+compare-many   commands.compare_many        every voxel / ROI against every unit and layer
 =============  ===========================  =====================================
 """
 
@@ -30,13 +31,15 @@ COMMANDS = {
     "compare": ("commands.compare", "main", "compare two diagnostic images"),
     "ann": ("commands.ann", "main", "networks: train | probe | attribute"),
     "fmri": ("commands.fmri", "main", "fMRI: simulate | analyze | voxel"),
+    "compare-many": ("commands.compare_many", "main",
+                     "every voxel / ROI / person against every unit of every layer"),
 }
 
 
 def _usage():
     lines = ["usage: bubbles COMMAND [options]   (bubbles COMMAND --help for details)", "",
              "commands:"]
-    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -59,7 +62,7 @@ def main(argv=None):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = {"run": "experiment", "ann": "ann", "fmri": "fmri"}.get(name, "all")
+        extra = {"run": "experiment", "ann": "ann", "fmri": "fmri", "compare-many": "all"}.get(name, "all")
         print(f"bubbles {name}: cannot import {exc.name or module_name} ({exc}). Install "
               f"the optional dependencies: pip install 'bubbles-toolkit[{extra}]'",
               file=sys.stderr)
