@@ -5,6 +5,7 @@
     bubbles run [--config FILE] [--participant ID] [--session N] [--data-dir DIR]
                 [--trials N] [--seed N] [--pilot] [--simulate template|scripted|model]
                 [--decision-noise X] [--resume FILE]
+                [--scanner] [--simulate-scanner] [--speed K] [--bubbles-from CSV]
 
 Without ``--participant`` a dialog (``psychopy.gui.DlgFromDict``) asks for the
 participant and session; cancelling it ends cleanly. ``--resume FILE`` continues an
@@ -14,6 +15,12 @@ only finished, with no window). ``--decision-noise X`` adds Gaussian noise (SD `
 logit units) to the network's decisions of ``--simulate model``, to bring its accuracy
 near a person's. ``--simulate`` runs the identical session, window included (under
 ``xvfb-run`` when there is no display), with a simulated observer.
+
+``--scanner`` runs the scanner mode (:mod:`experiments.scanner`): runs paced by the
+scanner's trigger key, a fixed number of bubbles (``scanner.n_bubbles``, or
+``--bubbles-from`` an earlier behavioural session of the participant), BIDS events
+per run. ``--simulate-scanner`` sends the triggers from the session's clock,
+``--speed K`` times faster (for tests and demos).
 
 Exit status (:func:`commands.common.run_command`): 0 the session completed, was stopped
 with Escape, or the dialog was cancelled; 1 a configuration, file or setup error (the
@@ -31,6 +38,7 @@ import sys
 from commands.common import DataError, run_command, warn
 from experiments.config import load_config
 from experiments.datafile import validate_participant
+from experiments.scanner import ScannerSession, is_scanner_session
 from experiments.session import Session
 
 __all__ = ["build_parser", "run", "ask_participant", "dialog_problem"]
@@ -69,6 +77,18 @@ def build_parser():
     p.add_argument("--resume", metavar="FILE",
                    help="continue the interrupted session of FILE (its .csv, .json or "
                         "stem)")
+    g = p.add_argument_group("scanner mode (fMRI)")
+    g.add_argument("--scanner", action="store_true",
+                   help="run the scanner mode: runs paced by the trigger key "
+                        "(scanner.enabled)")
+    g.add_argument("--simulate-scanner", action="store_true",
+                   help="send the triggers from the session's own clock at every TR "
+                        "(implies --scanner)")
+    g.add_argument("--speed", metavar="K", type=float, default=None,
+                   help="with --simulate-scanner: every duration divided by K (> 0)")
+    g.add_argument("--bubbles-from", metavar="CSV",
+                   help="fixed number of bubbles from the QUEST estimate of an earlier "
+                        "behavioural session of the same participant")
     return p
 
 
@@ -141,6 +161,12 @@ def _usage_problem(args):
         return f"--trials must be an integer >= 0 (main-block trials), got {args.trials}"
     if args.seed is not None and not 0 <= args.seed <= 2 ** 32 - 1:
         return f"--seed must be an integer in [0, 2**32 - 1], got {args.seed}"
+    if args.speed is not None and not args.simulate_scanner:
+        return (f"--speed applies to --simulate-scanner only (a real scanner keeps its "
+                f"TR), got --speed {args.speed:g}")
+    if args.speed is not None and not (math.isfinite(args.speed) and args.speed > 0):
+        return (f"--speed must be a number > 0 (durations are divided by it), got "
+                f"{args.speed}")
     if args.participant is not None and not args.resume:
         try:   # a BIDS label: letters and digits only (checked before anything opens)
             validate_participant(args.participant, name="--participant")
@@ -152,15 +178,23 @@ def _usage_problem(args):
 def _session(args):
     """The Session the arguments ask for (nothing opened or written yet); None when
     the dialog was cancelled."""
+    scanner = {"simulate_scanner": args.simulate_scanner, "speed": args.speed or 1.0}
     if args.resume:
         ignored = [f"--{name.replace('_', '-')}" for name in
-                   ("config", "participant", "session", "trials", "seed")
-                   if getattr(args, name) is not None]
+                   ("config", "participant", "session", "trials", "seed",
+                    "bubbles_from") if getattr(args, name) is not None]
+        ignored += ["--scanner"] if args.scanner else []
         if ignored:
             warn(NAME, f"--resume continues the recorded session; ignoring "
                        f"{', '.join(ignored)}")
-        return Session(resume=args.resume, simulate=args.simulate, pilot=args.pilot,
-                       decision_noise=args.decision_noise)
+        common = dict(resume=args.resume, simulate=args.simulate, pilot=args.pilot,
+                      decision_noise=args.decision_noise)
+        if is_scanner_session(args.resume):
+            return ScannerSession(**common, **scanner)
+        if args.simulate_scanner:
+            raise DataError(f"--simulate-scanner applies to a scanner session; "
+                            f"{args.resume} was not recorded in the scanner mode")
+        return Session(**common)
     overrides = {}
     if args.trials is not None:
         overrides["trials.main"] = args.trials
@@ -168,7 +202,17 @@ def _session(args):
         overrides["seed"] = args.seed
     if args.pilot:
         overrides["window.fullscreen"] = False
+    if args.scanner or args.simulate_scanner:
+        overrides["scanner.enabled"] = True
     cfg = load_config(args.config, overrides)
+    if cfg["scanner"]["enabled"]:
+        if args.trials is not None:
+            warn(NAME, "--trials sets trials.main, which the scanner mode does not use "
+                       "(its trials are scanner.runs x scanner.trials_per_run)")
+        scanner["bubbles_from"] = args.bubbles_from
+    elif args.bubbles_from is not None:
+        raise DataError("--bubbles-from applies to the scanner mode only (--scanner or "
+                        "scanner.enabled in the configuration)")
     if _display_missing():
         raise _no_display()
     participant = args.participant
@@ -183,9 +227,11 @@ def _session(args):
             return None
         participant, number = answer
     participant = validate_participant(participant, name="--participant")
-    return Session(cfg, participant, session=number, data_dir=args.data_dir,
-                   simulate=args.simulate, pilot=args.pilot,
-                   decision_noise=args.decision_noise)
+    common = dict(session=number, data_dir=args.data_dir, simulate=args.simulate,
+                  pilot=args.pilot, decision_noise=args.decision_noise)
+    if cfg["scanner"]["enabled"]:
+        return ScannerSession(cfg, participant, **common, **scanner)
+    return Session(cfg, participant, **common)
 
 
 def _handle(args):

@@ -15,6 +15,12 @@ as a file name part (letters, digits, '_' and '-'), and the bubble counts must f
 the images' pixels (:func:`check_bubble_counts`; for a stimulus folder the session
 checks them once the images are loaded, still before anything opens).
 
+The ``[scanner]`` table (off unless ``scanner.enabled`` or ``bubbles run --scanner``)
+is checked key by key like the rest, and when it is on, across keys too
+(:func:`check_scanner`): a trigger key that is also a response, continue or quit key,
+ITIs that make no truncated exponential, an onset file that does not give every run
+its onsets, runs that do not fit ``scanner.volumes``.
+
 Examples
 --------
 >>> from experiments.config import load_config
@@ -35,9 +41,11 @@ from bubbles.faces import MIN_SIZE as FACES_MIN_SIZE
 from bubbles.spec import APERTURES, OVERLAPS, POLARITIES, BubbleSpec
 
 from .datafile import validate_name
+from .schedule import (MIN_ITI, block_schedules, iti_values, read_onset_file,
+                       trial_slot)
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "TEXT_FIELDS", "load_config",
-           "validate_config", "default_config", "check_bubble_counts"]
+__all__ = ["ConfigError", "DEFAULT_CONFIG", "TEXT_FIELDS", "ADDED_KEYS", "load_config",
+           "validate_config", "default_config", "check_bubble_counts", "check_scanner"]
 
 #: Path of the default configuration (the expression task).
 DEFAULT_CONFIG = Path(__file__).with_name("expression_task.toml")
@@ -49,9 +57,15 @@ DEFAULT_CONFIG = Path(__file__).with_name("expression_task.toml")
 TEXT_FIELDS = {"instructions": ("mapping", "continue_key"),
                "practice_done": ("mapping", "continue_key"),
                "break_message": ("mapping", "continue_key", "done", "total"),
-               "end": ("mapping", "continue_key")}
+               "end": ("mapping", "continue_key"),
+               "scanner_wait": ("mapping", "continue_key", "run", "runs"),
+               "run_done": ("mapping", "continue_key", "done", "runs")}
 _TEXT_SAMPLE = {"mapping": "happy: press F", "continue_key": "SPACE", "done": 75,
-                "total": 300}
+                "total": 300, "run": 2, "runs": 4}
+#: Keys added after sessions were first recorded: a recorded configuration without
+#: them (a session started with an older release, resumed now) gets their defaults,
+#: which keep the behavioural session as it was (the scanner mode off).
+ADDED_KEYS = ("scanner", "text.scanner_wait", "text.run_done")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
@@ -227,6 +241,26 @@ SCHEMA = {
     "text.practice_done": _text,
     "text.break_message": _text,
     "text.end": _text,
+    "text.scanner_wait": _text,
+    "text.run_done": _text,
+    "scanner.enabled": _boolean,
+    "scanner.tr": _number(0, open_lo=True),
+    "scanner.trigger_key": _string,
+    "scanner.dummy_volumes": _int(0),
+    "scanner.volumes": _int(0),
+    "scanner.runs": _int(1),
+    "scanner.trials_per_run": _int(1),
+    "scanner.stimulus_duration": _number(0, open_lo=True),
+    "scanner.response_window": _number(0, open_lo=True),
+    "scanner.iti_min": _number(MIN_ITI),
+    "scanner.iti_mean": _number(MIN_ITI),
+    "scanner.iti_max": _number(MIN_ITI),
+    "scanner.onset_file": _text,
+    "scanner.lead_in": _number(0),
+    "scanner.lead_out": _number(0),
+    "scanner.n_bubbles": _int(0),
+    "scanner.quest": _boolean,
+    "scanner.repeat_interrupted": _boolean,
 }
 
 
@@ -297,6 +331,7 @@ def validate_config(cfg):
         Naming the key, the expected value and the value given.
     """
     cfg = copy.deepcopy(cfg)
+    _add_new_keys(cfg)
     for dotted, check in SCHEMA.items():
         node = cfg
         parts = dotted.split(".")
@@ -335,10 +370,86 @@ def validate_config(cfg):
                       f"({b['bands']})", b[name])
     for key in TEXT_FIELDS:
         _check_text(key, cfg["text"][key])
+    if cfg["scanner"]["onset_file"]:
+        cfg["scanner"]["onset_file"] = _absolute_source(cfg["scanner"]["onset_file"],
+                                                        os.getcwd())
+    if cfg["scanner"]["enabled"]:
+        check_scanner(cfg)
     if cfg["stimuli"]["source"] == "faces":
         size = cfg["stimuli"]["size"]
         check_bubble_counts(cfg, (size, size))
     return cfg
+
+
+def _add_new_keys(cfg):
+    """Give a configuration without the keys of :data:`ADDED_KEYS` their defaults."""
+    if not isinstance(cfg, dict):
+        return
+    defaults = None
+    for dotted in ADDED_KEYS:
+        *parents, last = dotted.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last not in node:
+            if defaults is None:
+                defaults = default_config()
+            value = defaults
+            for part in dotted.split("."):
+                value = value[part]
+            node[last] = copy.deepcopy(value)
+
+
+def check_scanner(cfg):
+    """The checks of the ``[scanner]`` table that involve several keys (ConfigError).
+
+    The trigger key must differ from every key the session listens to; the ITIs must
+    make a truncated exponential (``iti_min <= iti_mean <= (iti_min + iti_max) / 2``);
+    an onset file must give ``trials_per_run`` increasing onsets per run; and the runs
+    must fit in ``scanner.volumes`` when it is set. Called by :func:`validate_config`
+    when the scanner mode is on.
+    """
+    sc, keys = cfg["scanner"], cfg["responses"]
+    trigger = sc["trigger_key"]
+    if trigger in keys["keys"]:
+        _fail("scanner.trigger_key", f"a key that is not a response key "
+              f"(responses.keys = {keys['keys']}): a trigger would count as an answer",
+              trigger)
+    for name in ("quit_key", "continue_key"):
+        if trigger == keys[name]:
+            _fail("scanner.trigger_key", f"a key other than responses.{name} "
+                  f"({keys[name]!r})", trigger)
+    if sc["iti_max"] < sc["iti_min"]:
+        _fail("scanner.iti_max", f"at least scanner.iti_min ({sc['iti_min']})",
+              sc["iti_max"])
+    slot = trial_slot(sc["stimulus_duration"], sc["response_window"])
+    onsets = None
+    if sc["onset_file"]:
+        try:
+            onsets = read_onset_file(sc["onset_file"], runs=sc["runs"],
+                                     trials_per_run=sc["trials_per_run"], slot=slot)
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config key 'scanner.onset_file' must name a readable "
+                              f"file, got {sc['onset_file']!r}: {err}") from None
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        low, mean, high = sc["iti_min"], sc["iti_mean"], sc["iti_max"]
+        if high == low and mean != low:
+            _fail("scanner.iti_mean", f"equal to scanner.iti_min and scanner.iti_max "
+                  f"when they are equal ({low})", mean)
+        if high > low and not low < mean <= (low + high) / 2:
+            _fail("scanner.iti_mean", f"in ({low:g}, {(low + high) / 2:g}]: the mean of "
+                  f"an exponential truncated to [scanner.iti_min, scanner.iti_max] = "
+                  f"[{low:g}, {high:g}] lies above the minimum and at most halfway",
+                  mean)
+        iti_values(1, iti_min=low, iti_mean=mean, iti_max=high)
+    need = max(s.n_volumes for s in block_schedules({**sc, "volumes": 0}, 0, onsets))
+    if sc["volumes"] and need > sc["volumes"]:
+        _fail("scanner.volumes", f"at least the {need} volumes the runs need (lead_in "
+              f"{sc['lead_in']:g} s, {sc['trials_per_run']} trials of {slot:g} s with "
+              f"their ITIs, lead_out {sc['lead_out']:g} s, at TR {sc['tr']:g} s): the "
+              f"trials do not fit the run", sc["volumes"])
 
 
 def _check_text(key, template):
@@ -373,6 +484,8 @@ def check_bubble_counts(cfg, shape):
               ("quest.max_bubbles", cfg["quest"]["max_bubbles"])]
     if cfg["trials"]["practice_bubbles"]:
         counts.append(("trials.practice_bubbles", cfg["trials"]["practice_bubbles"]))
+    if cfg["scanner"]["n_bubbles"]:
+        counts.append(("scanner.n_bubbles", cfg["scanner"]["n_bubbles"]))
     for key, n in counts:
         try:
             most = max(BubbleSpec(shape=(h, w), sigma=b["sigma"], n_bubbles=n,
@@ -416,6 +529,9 @@ def load_config(path=None, overrides=None):
         # a folder named in the file is relative to the file, not to where it is run
         cfg["stimuli"]["source"] = _absolute_source(cfg["stimuli"]["source"],
                                                     Path(path).parent)
+        if cfg["scanner"]["onset_file"]:
+            cfg["scanner"]["onset_file"] = _absolute_source(
+                cfg["scanner"]["onset_file"], Path(path).parent)
     for dotted, value in (overrides or {}).items():
         _set_dotted(cfg, dotted, value)
     return validate_config(cfg)

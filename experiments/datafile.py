@@ -37,11 +37,23 @@ from pathlib import Path
 
 from analysis.diagnostic import to_jsonable
 from analysis.session_files import (COLUMNS, SUFFIXES, SessionFileError, read_session,
-                                    session_paths, stem_of)
+                                    read_sidecar, session_paths, stem_of)
 
-__all__ = ["validate_participant", "validate_name", "date_string", "unique_stem",
-           "SessionFiles", "write_sidecar", "ResumeState", "open_for_resume",
-           "export_bids"]
+__all__ = ["SCANNER_COLUMNS", "TRIGGER_COLUMNS", "validate_participant", "validate_name",
+           "date_string", "unique_stem", "session_columns", "triggers_path",
+           "SessionFiles", "TriggerLog", "write_sidecar", "ResumeState",
+           "open_for_resume", "export_bids", "bids_label", "events_paths",
+           "events_files_of_others", "export_events", "EVENT_COLUMNS"]
+
+#: Columns of a scanner session's CSV: the session's columns, then the run (1, 2, ...),
+#: the planned onset (s from the run's first counted trigger; ``onset`` is the actual
+#: one) and the stimulus's measured duration on screen (s).
+SCANNER_COLUMNS = COLUMNS + ("run", "planned_onset", "duration")
+#: Columns of the triggers file ``<stem>_triggers.tsv``: run, trigger (1, 2, ... in the
+#: run, dummies included), volume (0 for the first counted trigger, n/a for a dummy),
+#: time (s from the run's first counted trigger; dummies negative) and clock (s on the
+#: session's clock).
+TRIGGER_COLUMNS = ("run", "trigger", "volume", "time", "clock")
 
 #: A participant id is a BIDS label: ASCII letters and digits only, so that it is
 #: both a safe file name part and the ``sub-<id>`` of the BIDS copy unchanged (an id
@@ -93,10 +105,23 @@ def unique_stem(data_dir, participant, exp_name, date):
     if any session file of that stem exists already."""
     base = Path(data_dir) / f"{participant}_{exp_name}_{date}"
     stem, k = base, 1
-    while any(Path(f"{stem}{s}").exists() for s in SUFFIXES.values()):
+    while any(Path(f"{stem}{s}").exists() for s in (*SUFFIXES.values(), "_triggers.tsv")):
         k += 1
         stem = Path(f"{base}_{k}")
     return stem
+
+
+def session_columns(cfg):
+    """The CSV columns of a session with configuration ``cfg``: :data:`SCANNER_COLUMNS`
+    in the scanner mode, else the behavioural ``COLUMNS``."""
+    scanner = (cfg or {}).get("scanner") if isinstance(cfg, dict) else None
+    return SCANNER_COLUMNS if isinstance(scanner, dict) and scanner.get("enabled") \
+        else COLUMNS
+
+
+def triggers_path(stem):
+    """``<stem>_triggers.tsv``: the scanner triggers of every run, beside the CSV."""
+    return Path(f"{stem_of(stem)}_triggers.tsv")
 
 
 def _format(value):
@@ -142,8 +167,9 @@ class SessionFiles:
         of creating new ones; creating never replaces an existing file.
     """
 
-    def __init__(self, stem, *, resume=False):
+    def __init__(self, stem, *, resume=False, columns=COLUMNS):
         self.stem = Path(stem)
+        self.columns = tuple(columns)
         paths = session_paths(self.stem)
         self.csv_path = paths["csv"]
         self.centers_path = paths["centers"]
@@ -154,7 +180,7 @@ class SessionFiles:
         self._csv = open(self.csv_path, mode, newline="", encoding="utf-8")
         self._centers = open(self.centers_path, mode, encoding="utf-8")
         if not resume:
-            self._write_csv_line(COLUMNS)
+            self._write_csv_line(self.columns)
 
     def _write_csv_line(self, values):
         buf = io.StringIO()
@@ -171,17 +197,17 @@ class SessionFiles:
         Parameters
         ----------
         row : dict
-            Values for :data:`COLUMNS` (missing ones are written empty).
+            Values for the file's columns (missing ones are written empty).
         centers : dict
             ``{"trial", "mask_seed", "mask_index", "centers"}`` with ``centers`` a list
             (one per band) of lists of ``[row, col]``.
         """
-        unknown = set(row) - set(COLUMNS)
+        unknown = set(row) - set(self.columns)
         if unknown:
             raise ValueError(f"row has unknown columns {sorted(unknown)}; allowed: "
-                             f"{list(COLUMNS)}")
+                             f"{list(self.columns)}")
         _fsync_write(self._centers, json.dumps(centers, separators=(",", ":")) + "\n")
-        self._write_csv_line([_format(row.get(c)) for c in COLUMNS])
+        self._write_csv_line([_format(row.get(c)) for c in self.columns])
 
     def close(self):
         """Close both files; an error closing one (a full disk) is raised after the
@@ -195,6 +221,58 @@ class SessionFiles:
                     errors.append(err)
         if errors:
             raise errors[0]
+
+
+class TriggerLog:
+    """Append-only writer of ``<stem>_triggers.tsv`` (columns :data:`TRIGGER_COLUMNS`).
+
+    :meth:`add` only buffers a trigger (it may arrive a few milliseconds before a
+    stimulus onset); :meth:`flush` appends what is buffered and fsyncs, at moments the
+    session chooses (after a trial's row, in long fixation periods, at a run's end).
+    """
+
+    def __init__(self, path, *, resume=False):
+        self.path = Path(path)
+        exists = self.path.exists()
+        self._f = open(self.path, "a" if resume else "x", encoding="utf-8")
+        self._pending = []
+        if not (resume and exists):
+            _fsync_write(self._f, "\t".join(TRIGGER_COLUMNS) + "\n")
+
+    @property
+    def pending(self):
+        """Number of triggers buffered and not yet written."""
+        return len(self._pending)
+
+    def add(self, run, trigger, volume, time, clock):
+        """Buffer one trigger (``volume`` None for a dummy; times in seconds)."""
+        self._pending.append("\t".join([
+            str(run), str(trigger), "n/a" if volume is None else str(volume),
+            f"{time:.6f}", f"{clock:.6f}"]) + "\n")
+
+    def flush(self):
+        """Append the buffered triggers and fsync."""
+        if self._pending:
+            text, self._pending = "".join(self._pending), []
+            _fsync_write(self._f, text)
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            if not self._f.closed:
+                self._f.close()
+
+
+def _torn_tail(path):
+    """(path, bytes to keep) when ``path`` ends in a half-written line, else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    return path, data.rfind(b"\n") + 1
 
 
 # -- resume --------------------------------------------------------------------------
@@ -308,7 +386,8 @@ def open_for_resume(path, *, repair=True):
             raise FileNotFoundError(f"cannot resume {str(stem)!r}: "
                                     f"{str(paths[kind])!r} is missing")
     try:
-        found = read_session(stem, columns=COLUMNS, centers=True)
+        columns = session_columns(read_sidecar(paths["sidecar"]).get("config"))
+        found = read_session(stem, columns=columns, centers=True)
     except SessionFileError as err:
         raise ValueError(f"cannot resume: {err}; only a half-written last line can be "
                          f"repaired, so nothing was changed (repair or remove that line "
@@ -320,6 +399,10 @@ def open_for_resume(path, *, repair=True):
                          f"seeds.mask_seed")
     cuts = [(paths[kind], found.sizes[kind]) for kind in ("csv", "centers")
             if found.sizes[kind] != paths[kind].stat().st_size]
+    torn = _torn_tail(triggers_path(stem))     # a scanner session's triggers file
+    if torn is not None:
+        found.dropped.append(f"dropped half-written last line of {torn[0].name}")
+        cuts.append(torn)
     state = ResumeState(stem=stem, meta=found.sidecar, rows=found.rows,
                         centers=found.centers, dropped=found.dropped, cuts=cuts)
     if repair:
@@ -345,10 +428,14 @@ _COLUMN_INFO = {
     "mask_index": "Index of the trial's mask in the seeded sequence",
     "frames_shown": "Video frames the stimulus was on screen",
     "dropped_frames": "Frames dropped while the stimulus was on screen",
-    "onset": "Stimulus onset from the start of this run",
+    "onset": "Stimulus onset from the start of this run (scanner mode: from the run's "
+             "first counted trigger)",
+    "run": "Scanner run (1, 2, ...)",
+    "planned_onset": "Onset the schedule planned, from the run's first counted trigger",
+    "duration": "Time the stimulus was on screen (onset flip to offset flip)",
 }
 _UNITS = {"rt": "s", "onset": "s", "frameRate": "Hz", "frames_shown": "frames",
-          "dropped_frames": "frames"}
+          "dropped_frames": "frames", "planned_onset": "s", "duration": "s"}
 
 
 def _bids_label(text):
@@ -420,4 +507,126 @@ def export_bids(csv_path, bids_root, participant, exp_name, *, session=1, meta=N
             entry["Units"] = _UNITS[col]
         info[col] = entry
     _write_replacing(js, json.dumps(info, indent=2) + "\n")
+    return tsv, js
+
+
+# -- BIDS events of scanner runs ---------------------------------------------------------
+#: Columns of a scanner run's ``_events.tsv``, in order (BIDS: ``onset`` and
+#: ``duration`` first; ``trial`` is the session CSV's trial number, the key the fMRI
+#: analysis joins the events on).
+EVENT_COLUMNS = ("onset", "duration", "trial_type", "trial", "stimulus_id", "expression",
+                 "response", "correct", "response_time", "n_bubbles", "mask_seed",
+                 "mask_index")
+_EVENT_INFO = {
+    "onset": {"Description": "Stimulus onset (the flip that showed it), from the run's "
+                             "first counted scanner trigger (the first trigger after "
+                             "the dummy volumes), as in the session CSV's 'onset'",
+              "Units": "s"},
+    "duration": {"Description": "Time the stimulus was on screen, measured from its "
+                                "onset flip to its offset flip", "Units": "s"},
+    "trial_type": {"Description": "Kind of event", "Levels": {
+        "face": "A face shown through bubbles (one session trial)"}},
+    "trial": {"Description": "Trial number in the session CSV (from 0): the row this "
+                             "event joins to"},
+    "stimulus_id": {"Description": "Identifier of the image in the stimulus set"},
+    "expression": {"Description": "Expression shown (the correct answer)"},
+    "response": {"Description": "Expression the participant chose; n/a when no answer "
+                                "came within the response window"},
+    "correct": {"Description": "1 if response equals expression, else 0", "Levels": {
+        "0": "wrong or no answer", "1": "correct"}},
+    "response_time": {"Description": "Time from stimulus onset to the answer; n/a "
+                                     "without one", "Units": "s"},
+    "n_bubbles": {"Description": "Bubbles shown on this trial (all bands); fixed in "
+                                 "the scanner unless QUEST was asked for"},
+    "mask_seed": {"Description": "Seed of the bubble centres (with mask_index and "
+                                 "n_bubbles: the trial's mask, regenerable)"},
+    "mask_index": {"Description": "Index of the trial's mask in the seeded sequence"},
+}
+
+
+def bids_label(text):
+    """``text`` with everything but letters and digits removed (a BIDS label)."""
+    return _bids_label(text)
+
+
+def events_paths(bids_root, participant, exp_name, session, run):
+    """(TSV, JSON) paths of a scanner run's events:
+    ``bids_root/sub-<id>/ses-<n>/func/sub-<id>_ses-<n>_task-<task>_run-<r>_events``."""
+    sub = validate_participant(participant)
+    task = _bids_label(validate_name(exp_name, name="exp_name"))
+    folder = Path(bids_root) / f"sub-{sub}" / f"ses-{int(session)}" / "func"
+    name = f"sub-{sub}_ses-{int(session)}_task-{task}_run-{int(run)}_events"
+    return folder / f"{name}.tsv", folder / f"{name}.json"
+
+
+def events_files_of_others(bids_root, participant, exp_name, session, source):
+    """Events files of this participant, session and task not made from ``source``
+    (the session CSV's name): a new scanner session must not meet any."""
+    tsv, _ = events_paths(bids_root, participant, exp_name, session, 1)
+    prefix = tsv.name[: -len("1_events.tsv")]
+    if not tsv.parent.is_dir():
+        return []
+    found = []
+    for path in sorted(tsv.parent.glob(f"{prefix}*_events.*")):
+        js = path.with_suffix(".json")
+        if _bids_source(js) != source:
+            found.append(path)
+    return found
+
+
+def _create(path, text):
+    """Write a new file ``path`` (fsynced); never replaces one (FileExistsError)."""
+    tmp = Path(f"{path}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_events(rows, bids_root, participant, exp_name, *, session, run, source,
+                  info=None):
+    """Write one scanner run's BIDS ``_events.tsv`` and ``_events.json``.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The run's session CSV rows (as written or as read back).
+    source : str
+        The session CSV's file name (``Source`` in the JSON).
+    info : dict, optional
+        Added to the JSON under ``"ScannerRun"`` (TR, dummies, status, late onsets).
+
+    The files are created, never replaced: a file that exists already and was made
+    from ``source`` (written at Escape, met again on resume) is kept as it is; one made
+    from another session raises FileExistsError.
+
+    Returns
+    -------
+    (Path, Path)
+    """
+    tsv, js = events_paths(bids_root, participant, exp_name, session, run)
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    if (tsv.exists() or js.exists()) and _bids_source(js) != source:
+        raise FileExistsError(f"{tsv} or its JSON exists already and was not made from "
+                              f"{source}; events files are never replaced")
+
+    def cell(row, column):
+        value = {"trial_type": "face", "response_time": row.get("rt")}.get(
+            column, row.get(column))
+        text = _format(value) if not isinstance(value, str) else value
+        return text if text != "" else "n/a"
+
+    lines = ["\t".join(EVENT_COLUMNS)]
+    lines += ["\t".join(cell(row, c) for c in EVENT_COLUMNS) for row in rows]
+    meta = {"Source": source, **{c: dict(_EVENT_INFO[c]) for c in EVENT_COLUMNS}}
+    if info:
+        meta["ScannerRun"] = to_jsonable(info)
+    if not js.exists():
+        _create(js, json.dumps(meta, indent=2) + "\n")
+    if not tsv.exists():
+        _create(tsv, "\n".join(lines) + "\n")
     return tsv, js

@@ -2,7 +2,15 @@
 
 The session loop talks to a presenter through six calls (``text``, ``load``, ``blank``,
 ``fixation``, ``present``, ``close``), so the same loop runs on a screen and,
-for long simulated runs in tests, without one.
+for long simulated runs in tests, without one. The scanner mode, paced by the clock
+rather than by frames, uses four more: ``ready`` (draw the stimulus into the back
+buffer, and read it back for a simulated observer), ``flip`` (show what is drawn;
+returns the flip time), ``show_fixation`` and ``pump`` (keep the window responsive
+while the session waits); the screen holds the last flipped image, so a stimulus
+takes one flip on and one flip off, each made ``flip_lead`` seconds before its
+scheduled time: half a frame when flips wait for the vertical retrace (the flip then
+lands on the retrace nearest to the scheduled time), none when they do not (Xvfb, a
+display without vsync: the flip shows at once).
 
 :class:`WindowPresenter` follows PsychoPy's timing rules: durations are whole frames,
 one draw and one flip per frame; the next image is uploaded (``ImageStim.image``)
@@ -155,7 +163,47 @@ class WindowPresenter:
         }
 
     def now(self):
+        """Seconds on ``psychopy.logging.defaultClock`` (what ``win.flip`` returns)."""
         return self._logging.defaultClock.getTime()
+
+    @property
+    def frame_period(self):
+        """Seconds per video frame."""
+        return 1.0 / self.frame_rate
+
+    @property
+    def flip_lead(self):
+        """Seconds before a scheduled time to call :meth:`flip`: half a frame when
+        flips wait for the retrace, else 0. Measured once, from 6 flips."""
+        if getattr(self, "_flip_lead", None) is None:
+            times = [self.win.flip() for _ in range(6)]
+            self.vsync = bool(np.mean(np.diff(times)) > 0.5 * self.frame_period)
+            self.monitor_info["vsync"] = self.vsync
+            self._flip_lead = 0.5 * self.frame_period if self.vsync else 0.0
+        return self._flip_lead
+
+    def ready(self, *, grab=False):
+        """Draw the loaded stimulus into the back buffer (shown at the next
+        :meth:`flip`); return the drawn frame (grey, image shape) when ``grab``."""
+        self.image.draw()
+        return self.grab() if grab else None
+
+    def flip(self):
+        """Show what is drawn; return the flip time (:meth:`now`'s clock)."""
+        return self.win.flip()
+
+    def show_fixation(self):
+        """Flip to the fixation cross; return the flip time."""
+        self.cross.draw()
+        return self.win.flip()
+
+    def pump(self):
+        """Dispatch the window's events (it stays responsive during long waits)."""
+        from psychopy import clock
+
+        dispatch = getattr(clock, "_dispatchWindowEvents", None)
+        if dispatch is not None:
+            dispatch()
 
     def text(self, text, frames=1):
         """Show a message for ``frames`` frames; it stays up until the next flip."""
@@ -267,6 +315,25 @@ class HeadlessPresenter:
 
     def now(self):
         return time.perf_counter() - self._t0
+
+    @property
+    def frame_period(self):
+        return 1.0 / self.frame_rate
+
+    #: Nothing waits for a retrace: flips are made at the scheduled time.
+    flip_lead = 0.0
+
+    def ready(self, *, grab=False):
+        return self._image.astype(np.float32) if grab else None
+
+    def flip(self):
+        return self.now()
+
+    def show_fixation(self):
+        return self.now()
+
+    def pump(self):
+        pass
 
     def text(self, text, frames=1):
         """Nothing is shown."""

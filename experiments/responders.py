@@ -10,6 +10,14 @@ in [0, 1], in stimulus coordinates) rather than the array the session meant to d
 ``choices`` is always a dict ``label -> key`` in the participant's key mapping:
 iterating it gives the labels, ``choices[label]`` the key that reports the label.
 
+In the scanner mode the session never waits for an answer (the scanner's schedule goes
+on). A *live* responder (a person: ``live = True``) is polled: the session calls
+:meth:`Responder.start_poll` just before the onset and :meth:`Responder.poll` while the
+response window is open; the keyboard returns the first response key pressed after the
+onset, timed from the key press. A simulated observer (``live = False``) is asked with
+:meth:`Responder.respond` before the onset, on the frame already drawn for it, so that
+its computing time is not taken from the scanner's schedule.
+
 Examples
 --------
 >>> from experiments.responders import ScriptedResponder
@@ -70,6 +78,8 @@ class Responder:
 
     needs_frame = False
     quit_key = "escape"
+    #: True for a person, whose answer the scanner mode polls after the onset.
+    live = False
 
     def arm(self, win=None):
         """Called just before the stimulus onset flip (start listening, reset clocks)."""
@@ -80,6 +90,21 @@ class Responder:
         is shown; ``spec``: the trial's BubbleSpec). Simulated observers may use it for
         what a person sees anyway (the grey of the hidden parts); a person ignores it.
         """
+
+    def start_poll(self, choices):
+        """Scanner mode: called just before a stimulus onset (answers given before it
+        must not count)."""
+
+    def poll(self, stimulus, choices, *, clock):
+        """Scanner mode, live responders: the answer if there is one, else None;
+        never waits.
+
+        ``clock.onset`` is the onset on the session's clock, ``clock.since(t)`` the
+        scanner seconds from the onset to time ``t`` of that clock and
+        ``clock.getTime()`` the scanner seconds since the onset. The default answers at
+        once with :meth:`respond`.
+        """
+        return self.respond(stimulus, choices, clock=clock)
 
     def respond(self, stimulus, choices, *, clock=None):
         """Answer one trial.
@@ -369,6 +394,8 @@ class KeyboardResponder(Responder):
     quit_key : str
     """
 
+    live = True
+
     def __init__(self, *, timeout=None, quit_key="escape", backend=None):
         if backend == "event":
             raise ValueError("backend must be None, 'ptb' or 'iohub'; 'event' returns "
@@ -413,6 +440,39 @@ class KeyboardResponder(Responder):
         self.kb.clearEvents()
         got = self.kb.waitKeys(keyList=list(keys), waitRelease=True)
         return got[0].name
+
+    def key_time(self, key):
+        """A key press's time on ``psychopy.logging.defaultClock`` (the session's
+        clock), from its time on the keyboard's clock."""
+        from psychopy import logging
+
+        return (float(key.rt) + self.kb.clock.getLastResetTime()
+                - logging.defaultClock.getLastResetTime())
+
+    def _take(self, keys):
+        """Every buffered press of ``keys`` (released or still down), removed from the
+        buffer, in press order."""
+        got = []
+        for release in (True, False):
+            for key in self.kb.getKeys(keyList=list(keys), waitRelease=release,
+                                       clear=True):
+                if not any(key is k for k in got):
+                    got.append(key)
+        return sorted(got, key=self.key_time)
+
+    def start_poll(self, choices):
+        self._take(choices.values())          # presses before the onset do not count
+
+    def poll(self, stimulus, choices, *, clock):
+        by_key = {key: label for label, key in choices.items()}
+        for key in self._take([*by_key, self.quit_key]):
+            t = self.key_time(key)
+            if t < clock.onset:
+                continue
+            if key.name == self.quit_key:
+                return Response(self.quit_key, None, clock.since(t))
+            return Response(key.name, by_key[key.name], clock.since(t))
+        return None
 
     def check_quit(self):
         # held down (no release yet) or already released since the last poll

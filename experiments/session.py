@@ -28,6 +28,9 @@ trials it recorded by the next resume. A resume of a session whose trials are al
 recorded but whose end never was (killed between the last row and the end) only
 finishes it: status, log and BIDS copy, its data untouched.
 
+The scanner mode (:class:`experiments.scanner.ScannerSession`) is this session with
+another loop: runs paced by the scanner's triggers instead of frames and key presses.
+
 References
 ----------
 Gosselin, F. & Schyns, P. G. (2001). Vision Research 41, 2261-2271.
@@ -159,6 +162,9 @@ class Session:
         ``participant`` and ``session`` are then read from its sidecar.
     """
 
+    #: True for :class:`experiments.scanner.ScannerSession`.
+    scanner_mode = False
+
     def __init__(self, cfg=None, participant=None, *, session=1, data_dir="data",
                  simulate=None, responder=None, presenter="window", pilot=False,
                  stimuli=None, resume=None, decision_noise=None):
@@ -178,10 +184,18 @@ class Session:
         if cfg is None or participant is None:
             raise ValueError("cfg and participant are required unless resume is given")
         try:
-            self.cfg = validate_config(cfg)
+            self.cfg = validate_config(self._mode_config(cfg))
             self.participant = datafile.validate_participant(participant)
         except ValueError as err:
             raise self._frozen(err) from None
+        if self.cfg["scanner"]["enabled"] != self.scanner_mode:
+            raise ValueError(
+                "this configuration turns the scanner mode on (scanner.enabled): run it "
+                "with experiments.scanner.ScannerSession (bubbles run --scanner)"
+                if self.cfg["scanner"]["enabled"] else
+                "experiments.scanner.ScannerSession runs the scanner mode only; this "
+                "configuration has scanner.enabled = false")
+        self.columns = datafile.session_columns(self.cfg)
         if isinstance(session, bool) or not isinstance(session, int) or session < 0:
             raise ValueError(f"session must be an integer >= 0, got {session!r}")
         self.session = session
@@ -205,19 +219,31 @@ class Session:
         self.mapping, self.mapping_index = trials.key_mapping(
             self.labels, self.cfg["responses"]["keys"], self.participant, seed,
             counterbalance=self.cfg["responses"]["counterbalance"])
-        t = self.cfg["trials"]
-        self.n_practice, self.n_main = t["practice"], t["main"]
+        self.n_practice, self.n_main = self._trial_counts()
         self.plan = trials.trial_plan(self.stimuli, self.labels,
                                       self.n_practice + self.n_main, self.order_seed)
         if self.state is not None:
             self._restore_design(self.state.meta)
-            done, total = len(self.state.rows), len(self.plan)
-            if done > total:
-                raise ValueError(f"cannot resume: {self.state.stem}.csv has {done} "
-                                 f"trials, more than the {total} the session plans")
-            if done == total and self.state.meta.get("status") == "completed":
-                raise ValueError(f"nothing to resume: {self.state.stem}.csv already has "
-                                 f"all {total} trials and the session is completed")
+            self._check_resumable()
+
+    def _mode_config(self, cfg):
+        """The configuration as given (the scanner session switches its mode on)."""
+        return cfg
+
+    def _trial_counts(self):
+        """(practice, main) trials of the session."""
+        t = self.cfg["trials"]
+        return t["practice"], t["main"]
+
+    def _check_resumable(self):
+        """Refuse a resume that has nothing to do or more trials than planned."""
+        done, total = len(self.state.rows), len(self.plan)
+        if done > total:
+            raise ValueError(f"cannot resume: {self.state.stem}.csv has {done} "
+                             f"trials, more than the {total} the session plans")
+        if done == total and self.state.meta.get("status") == "completed":
+            raise ValueError(f"nothing to resume: {self.state.stem}.csv already has "
+                             f"all {total} trials and the session is completed")
 
     def _frozen(self, err):
         """The error for a configuration that is not valid: as is for a new session;
@@ -274,7 +300,7 @@ class Session:
             self.date = datafile.date_string()
             stem = datafile.unique_stem(self.data_dir, self.participant,
                                         self.cfg["expName"], self.date)
-            self.files = datafile.SessionFiles(stem)
+            self.files = datafile.SessionFiles(stem, columns=self.columns)
             self.meta = {
                 "format": SESSION_FORMAT, "version": SESSION_VERSION,
                 "config": self.cfg,
@@ -306,7 +332,7 @@ class Session:
             run.update(dropped_on_resume=list(state.dropped),
                        backups=[str(b) for b in state.backups])
             datafile.write_sidecar(sidecar, self.meta)
-        self.files = datafile.SessionFiles(state.stem, resume=True)
+        self.files = datafile.SessionFiles(state.stem, resume=True, columns=self.columns)
 
     def _open_log(self):
         from psychopy import logging
@@ -377,24 +403,11 @@ class Session:
         if block == "main":
             self.quest.addResponse(correct, intensity=intensity)
         n = prepared.spec.total_bubbles
-        row = {
-            "participant": self.participant, "session": self.session, "trial": t,
-            "block": block, "stimulus_id": stim_row["stimulus_id"],
-            "identity": stim_row["identity"], "expression": stim_row["expression"],
-            "key": response.key, "response": response.label, "correct": correct,
-            "rt": response.rt, "n_bubbles": n,
-            "quest_intensity": intensity if block == "main" else None,
-            "quest_mean": float(self.quest.mean()) if block == "main" else None,
-            "quest_sd": float(self.quest.sd()) if block == "main" else None,
-            "mask_seed": self.mask_seed, "mask_index": prepared.mask_index,
-            "frames_shown": shown.frames_shown, "dropped_frames": shown.dropped_frames,
-            "onset": round(shown.onset - self.t0, 6),
-            "psychopyVersion": self.psychopy_version,
-            "frameRate": round(self.presenter.frame_rate, 3),
-            "expName": cfg["expName"], "date": self.date}
-        self.files.write_trial(row, {"trial": t, "mask_seed": self.mask_seed,
-                                     "mask_index": prepared.mask_index,
-                                     "centers": prepared.centers_json()})
+        row = self._row(t, block, prepared, response, correct, intensity,
+                        frames_shown=shown.frames_shown,
+                        dropped_frames=shown.dropped_frames,
+                        onset=round(shown.onset - self.t0, 6))
+        self._write(row, prepared)
         log = self._logging
         log.data(f"trial {t} {block}: n_bubbles={n} correct={correct} "
                  f"frames={shown.frames_shown} dropped={shown.dropped_frames} "
@@ -411,6 +424,31 @@ class Session:
             self.presenter.text(word)
             if self.presenter.blank(cfg["trials"]["feedback_frames"] - 1, self.responder):
                 raise _Quit()
+
+    def _row(self, t, block, prepared, response, correct, intensity, **timing):
+        """The CSV row of trial ``t`` (``timing``: frames_shown, dropped_frames, onset
+        and, in the scanner, run, planned_onset, duration)."""
+        stim_row = self.stimuli.table.iloc[prepared.stim_index]
+        quest = block == "main" and self.quest is not None
+        return {
+            "participant": self.participant, "session": self.session, "trial": t,
+            "block": block, "stimulus_id": stim_row["stimulus_id"],
+            "identity": stim_row["identity"], "expression": stim_row["expression"],
+            "key": response.key, "response": response.label, "correct": correct,
+            "rt": response.rt, "n_bubbles": prepared.spec.total_bubbles,
+            "quest_intensity": intensity if block == "main" else None,
+            "quest_mean": float(self.quest.mean()) if quest else None,
+            "quest_sd": float(self.quest.sd()) if quest else None,
+            "mask_seed": self.mask_seed, "mask_index": prepared.mask_index,
+            "psychopyVersion": self.psychopy_version,
+            "frameRate": round(self.presenter.frame_rate, 3),
+            "expName": self.cfg["expName"], "date": self.date, **timing}
+
+    def _write(self, row, prepared):
+        """Append the trial's centres record and CSV row (fsynced)."""
+        self.files.write_trial(row, {"trial": row["trial"], "mask_seed": self.mask_seed,
+                                     "mask_index": prepared.mask_index,
+                                     "centers": prepared.centers_json()})
 
     def _prepare(self, t):
         """ITI work for trial t: choose n_bubbles, build the stimulus, upload it."""
@@ -461,6 +499,7 @@ class Session:
             raise ValueError(f"presenter must be 'window' or 'headless', got {kind!r}")
         if self.trials_left == 0:
             return self._complete_recorded()
+        self._announce()
         # the responder and the window first: if either cannot start, nothing is written.
         # A simulated observer's noise is seeded per participant, session and run: the
         # first trial of this run is known before any file is touched (a resume
@@ -499,16 +538,24 @@ class Session:
                     escaped, status = True, "escaped"
         finally:
             status = self._finish(status)
-        total = self.n_practice + self.n_main
-        if escaped:
-            msg = (f"Session stopped by {self.cfg['responses']['quit_key']} after "
-                   f"{self.n_done} of {total} trials; data saved to {self.files.stem}.*"
-                   f" (continue with: bubbles run --resume {self.files.csv_path})")
-        else:
-            msg = f"Session complete: {self.n_done} trials saved to {self.files.stem}.*"
+        msg = self._end_message(escaped)
         print(msg)
         return SessionResult(self.files.stem, self.n_done, status == "completed", escaped,
                              dict(self.result_files), msg)
+
+    def _announce(self):
+        """Print what the operator must know before the window opens (nothing here)."""
+
+    def _end_message(self, escaped):
+        total = self.n_practice + self.n_main
+        if escaped:
+            return (f"Session stopped by {self.cfg['responses']['quit_key']} after "
+                    f"{self.n_done} of {total} trials; data saved to {self.files.stem}.*"
+                    f" (continue with: bubbles run --resume {self.files.csv_path})")
+        return f"Session complete: {self.n_done} trials saved to {self.files.stem}.*"
+
+    def _finish_mode(self, status, problems):
+        """Close what the mode adds to the files, before the sidecar is written."""
 
     def _complete_recorded(self):
         """Finish a session whose trials are all recorded but whose end never was: a
@@ -562,6 +609,7 @@ class Session:
                 run["bids_error"] = str(err)
                 if status == "completed":
                     session_status = "unfinished"   # a resume writes it
+        self._finish_mode(status, problems)
         self.meta["status"] = session_status
         try:
             files.write_sidecar(self.meta)

@@ -31,6 +31,16 @@ FAST = {
 }
 
 
+#: A fast scanner mode on top of FAST: TR 2 s, 2 dummy volumes, 3 runs of 4 trials with
+#: 1-4 s ITIs (about 18 s of scanner time per run), for ``speed=20`` (0.9 s a run).
+SCANNER = {
+    "scanner.enabled": True, "scanner.tr": 2.0, "scanner.dummy_volumes": 2,
+    "scanner.runs": 3, "scanner.trials_per_run": 4, "scanner.stimulus_duration": 0.5,
+    "scanner.response_window": 1.5, "scanner.iti_min": 1.0, "scanner.iti_mean": 2.0,
+    "scanner.iti_max": 4.0, "scanner.lead_in": 2.0, "scanner.lead_out": 4.0,
+}
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("DISPLAY"):
         return
@@ -52,6 +62,17 @@ def make_cfg():
     """Build a fast configuration with extra dotted-key overrides."""
     def make(**overrides):
         merged = dict(FAST)
+        merged.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return load_config(overrides=merged)
+    return make
+
+
+@pytest.fixture
+def scanner_cfg():
+    """Build a fast scanner configuration (:data:`SCANNER`) with dotted overrides
+    (``scanner__runs=2``)."""
+    def make(**overrides):
+        merged = {**FAST, **SCANNER}
         merged.update({k.replace("__", "."): v for k, v in overrides.items()})
         return load_config(overrides=merged)
     return make

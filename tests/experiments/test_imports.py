@@ -10,8 +10,9 @@ from commands.main import main
 def test_modules_import_without_psychopy():
     code = ("import sys, commands.run, experiments.session, experiments.responders, "
             "experiments.datafile, experiments.trials, experiments.presenter, "
-            "experiments.config; "
-            "bad = [m for m in ('psychopy', 'torch', 'pyglet') if m in sys.modules]; "
+            "experiments.config, experiments.scanner, experiments.schedule, experiments.triggers; "
+            "bad = [m for m in ('psychopy', 'torch', 'pyglet', 'nilearn') "
+            "if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
