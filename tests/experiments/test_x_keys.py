@@ -208,10 +208,12 @@ def test_a_session_driven_by_x_key_presses(xdotool, tmp_path):
     assert [r["block"] for r in rows] == ["practice"] * 2 + ["main"] * 4
     # reaction times follow the delays the keys were pressed after (the stimulus is on
     # within milliseconds of the previous row): close to each delay, and 0.6 s apart
+    # (measured error about 0.02 s quiet; a loaded machine delays xdotool's presses by up
+    # to ~0.15 s, hence the tolerances, which still tell 0.2 s from 0.8 s apart)
     rt = np.array([float(r["rt"]) for r in rows])
     delay = np.array([d for _, _, d, _ in pressed])
     assert np.all(np.abs(rt - delay) < 0.25), (rt, delay)
-    assert abs(rt[delay > 0.5].mean() - rt[delay < 0.5].mean() - 0.6) < 0.1, rt
+    assert abs(rt[delay > 0.5].mean() - rt[delay < 0.5].mean() - 0.6) < 0.2, rt
     meta = json.loads(Path(f"{stem}.json").read_text())
     assert meta["status"] == "completed"
     assert [(r["status"], r["first_trial"], r["n_trials"]) for r in meta["runs"]] == \
