@@ -53,6 +53,9 @@ COLUMNS = ("participant", "session", "trial", "block", "stimulus_id", "identity"
            "quest_intensity", "quest_mean", "quest_sd", "mask_seed", "mask_index",
            "frames_shown", "dropped_frames", "onset", "psychopyVersion", "frameRate",
            "expName", "date")
+#: A scanner session's CSV (``bubbles run --scanner``): the run, the onset planned from
+#: the run's first trigger, and the stimulus duration, after the behavioural columns.
+SCANNER_COLUMNS = COLUMNS + ("run", "planned_onset", "duration")
 #: The columns every session CSV needs: a trial's mask is
 #: ``sample_centers(spec.replace(n_bubbles=n_bubbles), mask_seed, [mask_index])``.
 MASK_COLUMNS = ("trial", "n_bubbles", "mask_seed", "mask_index")

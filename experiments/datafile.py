@@ -36,8 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 from analysis.diagnostic import to_jsonable
-from analysis.session_files import (COLUMNS, SUFFIXES, SessionFileError, read_session,
-                                    read_sidecar, session_paths, stem_of)
+from analysis.session_files import (COLUMNS, SCANNER_COLUMNS, SUFFIXES, SessionFileError,
+                                    read_session, read_sidecar, session_paths, stem_of)
 
 __all__ = ["SCANNER_COLUMNS", "TRIGGER_COLUMNS", "validate_participant", "validate_name",
            "date_string", "unique_stem", "session_columns", "triggers_path",
@@ -48,7 +48,6 @@ __all__ = ["SCANNER_COLUMNS", "TRIGGER_COLUMNS", "validate_participant", "valida
 #: Columns of a scanner session's CSV: the session's columns, then the run (1, 2, ...),
 #: the planned onset (s from the run's first counted trigger; ``onset`` is the actual
 #: one) and the stimulus's measured duration on screen (s).
-SCANNER_COLUMNS = COLUMNS + ("run", "planned_onset", "duration")
 #: Columns of the triggers file ``<stem>_triggers.tsv``: run, trigger (1, 2, ... in the
 #: run, dummies included), volume (0 for the first counted trigger, n/a for a dummy),
 #: time (s from the run's first counted trigger; dummies negative) and clock (s on the
