@@ -8,7 +8,7 @@ XVFB   := xvfb-run -a -s "-screen 0 1024x768x24"
 # PsychoPy writes ~/.psychopy3 and rewrites sys.path unless told not to.
 RUNENV := PSYCHOPYNOPACKAGES=1 MPLBACKEND=Agg
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test bench system-deps browser-deps clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,18 @@ system-deps:
 	    --no-install-recommends xvfb xauth xdotool libgl1-mesa-dri libjack-jackd2-0; \
 	fi
 
+# Headless Chromium for the test that opens the HTML report (Debian's package).
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium; \
+	fi
+
 demo: $(STAMP) system-deps
 	HOME=$${HOME:-/tmp} $(RUNENV) $(XVFB) $(BIN)/bubbles demo --out results/demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps browser-deps
 	home=$$(mktemp -d) && HOME=$$home $(RUNENV) $(XVFB) $(BIN)/python -m pytest
 
 bench: $(STAMP) system-deps

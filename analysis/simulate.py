@@ -24,7 +24,7 @@ from bubbles import (background_levels, bubble_stimuli, laplacian_bands, render_
 
 from .trials import TrialTable
 
-__all__ = ["TemplateObserver", "NullObserver", "simulate_session"]
+__all__ = ["TemplateObserver", "NullObserver", "label_templates", "simulate_session"]
 
 
 class TemplateObserver:
@@ -115,6 +115,41 @@ class NullObserver:
     def decide_batch(self, stimuli, background=0.5):
         idx = self.rng.integers(len(self.labels), size=len(stimuli))
         return [self.labels[i] for i in idx]
+
+
+def label_templates(images, image_labels, labels=None):
+    """label -> template: the mean image of the label minus the mean over the labels
+    (the part that tells them apart); what the template observer of ``bubbles run
+    --simulate template`` and ``bubbles plan`` match stimuli against.
+
+    Parameters
+    ----------
+    images : ndarray (n, H, W)
+    image_labels : sequence of str, one per image
+    labels : sequence of str, optional
+        The labels to make templates of (default: every label, in order of appearance).
+
+    Examples
+    --------
+    >>> t = label_templates(np.array([[[1.0]], [[0.0]]]), ["a", "b"])
+    >>> float(t["a"][0, 0]), float(t["b"][0, 0])
+    (0.5, -0.5)
+    """
+    images = np.asarray(images)
+    image_labels = np.asarray(image_labels).astype(str)
+    if len(image_labels) != len(images):
+        raise ValueError(f"image_labels must give one label per image ({len(images)}), got "
+                         f"{len(image_labels)}")
+    present = list(dict.fromkeys(image_labels.tolist()))
+    labels = present if labels is None else [str(label) for label in labels]
+    means = {}
+    for label in labels:
+        sel = image_labels == label
+        if not sel.any():
+            raise ValueError(f"labels must be labels of the images {present}, got {label!r}")
+        means[label] = images[sel].mean(axis=0, dtype=np.float64)
+    grand = np.mean(list(means.values()), axis=0)
+    return {label: m - grand for label, m in means.items()}
 
 
 def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,

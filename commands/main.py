@@ -13,6 +13,8 @@ compare        commands.compare             human vs model vs voxel diagnostic i
 ann            commands.ann                 train / probe / attribute networks
 fmri           commands.fmri                BOLD runs -> a diagnostic image per voxel
 compare-many   commands.compare_many        every voxel / ROI against every unit and layer
+report         commands.report              one self-contained HTML page of a results folder
+plan           commands.plan                power, recovery and trials before the study
 =============  ===========================  =====================================
 """
 
@@ -33,6 +35,8 @@ COMMANDS = {
     "fmri": ("commands.fmri", "main", "fMRI: simulate | analyze | voxel"),
     "compare-many": ("commands.compare_many", "main",
                      "every voxel / ROI / person against every unit of every layer"),
+    "report": ("commands.report", "main", "one self-contained HTML page of a results folder"),
+    "plan": ("commands.plan", "main", "plan a study by simulation: power, recovery, trials"),
 }
 
 

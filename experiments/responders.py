@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.simulate import TemplateObserver
+from analysis.simulate import TemplateObserver, label_templates
 from bubbles import background_levels
 
 __all__ = ["Response", "Responder", "KeyboardResponder", "ScriptedResponder",
@@ -269,16 +269,7 @@ class TemplateResponder(Responder):
         The template of a label is its mean image minus the mean over labels (the part
         that tells the labels apart).
         """
-        expr = stimuli.table["expression"].to_numpy()
-        means = {}
-        for label in labels:
-            sel = expr == label
-            if not sel.any():
-                raise ValueError(f"labels must be expressions of the stimulus set "
-                                 f"{stimuli.expressions}, got {label!r}")
-            means[label] = stimuli.images[sel].mean(axis=0, dtype=np.float64)
-        grand = np.mean(list(means.values()), axis=0)
-        templates = {label: m - grand for label, m in means.items()}
+        templates = label_templates(stimuli.images, stimuli.table["expression"], labels)
         kwargs = {"seed": seed}
         if internal_noise is not None:
             kwargs["internal_noise"] = internal_noise

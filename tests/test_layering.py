@@ -28,6 +28,8 @@ OWN = {"bubbles", "analysis", "experiments", "ann_bridge", "commands", "bubbles_
 LAZY_ALLOWED = {
     # `bubbles run --simulate model`: the session asks the network for its answers
     ("experiments/responders.py", "ann_bridge"),
+    # `bubbles plan --observer network` (the rest of the command needs no torch)
+    ("commands/plan.py", "ann_bridge"),
 }
 # modules that import the project's own subcommands lazily (a command runs only its own)
 LAZY_MODULES = {"commands/main.py", "commands/demo.py"}

@@ -34,7 +34,9 @@ def test_the_wheel_carries_the_embedded_data(wheel):
     for name in ["expression_cnn.pt", "expression_cnn.sha256",
                  *(f"stat4ci/{f}" for f in bubbles_data.STAT4CI_FILES)]:
         assert f"bubbles_data/{name}" in names, name
-    for package in ("bubbles", "analysis", "experiments", "ann_bridge", "commands"):
+    assert "analysis/templates/report.html.j2" in names          # bubbles report
+    for package in ("bubbles", "analysis", "analysis/fmri", "experiments", "ann_bridge",
+                    "commands"):
         assert f"{package}/__init__.py" in names
 
 

@@ -67,7 +67,7 @@ def test_template_from_stimuli_sees_the_faces(small_faces):
     labels = small_faces.table.expression
     got = [r.respond(img, CHOICES).label for img in small_faces.images]
     assert np.mean(np.array(got) == labels.to_numpy()) == 1.0   # full view, no noise
-    with pytest.raises(ValueError, match=r"labels must be expressions of the stimulus"):
+    with pytest.raises(ValueError, match=r"labels must be labels of the images"):
         TemplateResponder.from_stimuli(small_faces, ["happy", "sad"])
 
 
