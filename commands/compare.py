@@ -102,7 +102,8 @@ def _compare(args):
                                                 smoothing=args.smoothing)
     out = prepare_out(args.out, OUTPUTS, force=args.force)
     summary = res.to_dict()
-    summary.update(a=str(args.a), b=str(args.b), trials=source, panels=panel_r)
+    summary.update(a=str(args.a), b=str(args.b), trials=source, panels=panel_r,
+                   seed=args.seed, n_splits=args.n_splits, smoothing=args.smoothing)
     (out / "compare.json").write_text(json.dumps(summary, indent=2))
     shape = next(iter(panels.values())).shape[-2:]
     fig = plot_comparison(panels, background=_background(args.background, trials, shape),
