@@ -6,7 +6,10 @@ here" and 0 means "replaced by the background".
 
 Bubbles are regenerable: trial ``t`` draws its centres from
 ``numpy.random.SeedSequence(seed, spawn_key=(t,))``, so it depends only on
-``(spec, seed, t)`` and can be rebuilt alone, in any order, in any process. Masks are
+``(spec, seed, t)`` and can be rebuilt alone, in any order, in any process. Adaptive
+sessions draw from a known per-pixel density instead (``density=``); trial ``t`` then
+depends on ``(spec, seed, t, density)``, and :func:`center_maps` weights each centre by
+the inverse of its probability so that the analysis stays unbiased. Masks are
 rendered from centres on demand with separable apertures: a batch of Gaussian masks is a
 batched matrix product ``(H x k) @ (k x W)``, never a loop over bubbles on the full image.
 
@@ -18,6 +21,8 @@ Petsiuk, V., Das, A. & Saenko, K. (2018). RISE: randomized input sampling for
 explanation of black-box models. BMVC. :arxiv:`1806.07421`
 Zeiler, M. D. & Fergus, R. (2014). Visualizing and understanding convolutional networks.
 ECCV. :doi:`10.1007/978-3-319-10590-1_53`
+Horvitz, D. G. & Thompson, D. J. (1952). A generalization of sampling without
+replacement from a finite universe. JASA 47, 663-685. :doi:`10.1080/01621459.1952.10483446`
 """
 
 from __future__ import annotations
@@ -266,7 +271,45 @@ def _trial_indices(trials):
     return indices
 
 
-def sample_centers(spec, seed, trials):
+def _densities(spec, density):
+    """``density`` as one float64 probability vector over the eligible pixels per band.
+
+    Accepts an (H, W) array (the same density for every band) or (n_bands, H, W).
+    Values outside the search region are ignored; inside it every pixel needs a
+    probability > 0 (the importance weight of a centre is its inverse), and the values
+    are rescaled to sum to 1 over the eligible pixels.
+    """
+    h, w = spec.shape
+    shapes = [(h, w), (spec.n_bands, h, w)]
+    expected = " or ".join(str(x) for x in shapes)
+    try:
+        q = np.asarray(density, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"density must be an array of probabilities of shape {expected}, "
+                         f"got {type(density).__name__}") from None
+    if q.shape not in shapes:
+        raise ValueError(f"density must have shape {expected} (spec.shape, one value per "
+                         f"pixel), got shape {q.shape}")
+    q = q.reshape(-1, h * w)
+    allowed = spec.allowed_pixels
+    out = []
+    for band in range(spec.n_bands):
+        row = q[band if len(q) > 1 else 0]
+        row = row if allowed is None else row[allowed]
+        if not np.all(np.isfinite(row)):
+            raise ValueError(f"density must be finite, got {int((~np.isfinite(row)).sum())} "
+                             "NaN/inf value(s) at eligible pixels")
+        if (row <= 0).any():
+            raise ValueError(
+                f"density must be > 0 at every eligible pixel (each centre is weighted by "
+                f"1 / (N q)), got {int((row < 0).sum())} negative and "
+                f"{int((row == 0).sum())} zero value(s), smallest {row.min():g}; mix it "
+                "with a uniform floor")
+        out.append(row / row.sum())
+    return out
+
+
+def sample_centers(spec, seed, trials, *, density=None):
     """Draw bubble centres for some trials of a seeded run.
 
     Parameters
@@ -277,13 +320,24 @@ def sample_centers(spec, seed, trials):
         regenerate the masks later.
     trials : int or iterable of int
         A count ``n`` (trials ``0 .. n-1``) or the trial indices to draw.
+    density : array_like, shape (H, W) or (n_bands, H, W), optional
+        Probability of each pixel being a centre (adaptive sampling; one (H, W) map
+        serves every band). Rescaled to sum to 1 over the eligible pixels (the search
+        region, else the image), where every value must be > 0; values outside the
+        search region are ignored. The ``k``
+        centres of a trial (and band) are then drawn independently **with replacement**:
+        ``u = rng.random(k)`` from :func:`trial_rng` and the pixel whose cumulative
+        probability first exceeds ``u``, so a pixel may be drawn twice. Weight the
+        centres with ``center_maps(spec, centers, density=density)`` in the analysis.
+        Default: uniform without replacement (distinct pixels), as always.
 
     Returns
     -------
     centers : ndarray of float64, shape (n, n_bubbles, 2), or list of them
         ``(row, col)`` pixel coordinates; one array per band for a multi-scale spec.
-        Exactly ``n_bubbles`` distinct pixels per trial (and band), inside the search
-        region when the spec has one. Trial ``t`` depends only on ``(spec, seed, t)``.
+        Exactly ``n_bubbles`` centres per trial (and band), inside the search region
+        when the spec has one; distinct pixels unless ``density`` is given. Trial ``t``
+        depends only on ``(spec, seed, t)`` (and ``density``).
 
     Examples
     --------
@@ -292,6 +346,10 @@ def sample_centers(spec, seed, trials):
     >>> c.shape
     (10, 5, 2)
     >>> bool((sample_centers(spec, 7, [5])[0] == c[5]).all())
+    True
+    >>> q = np.ones((64, 64)); q[:, :32] = 3.0          # left half three times as likely
+    >>> d = sample_centers(spec, 7, 400, density=q)
+    >>> bool(0.7 < (d[..., 1] < 32).mean() < 0.8)
     True
     """
     if not isinstance(spec, BubbleSpec):
@@ -302,11 +360,21 @@ def sample_centers(spec, seed, trials):
     allowed = spec.allowed_pixels
     population = h * w if allowed is None else allowed.size
     counts = spec.n_per_band
+    cdfs = None
+    if density is not None:
+        cdfs = []
+        for q in _densities(spec, density):
+            cdf = np.cumsum(q)
+            cdfs.append(cdf / cdf[-1])
     out = [np.empty((len(indices), k, 2)) for k in counts]
     for i, t in enumerate(indices):
         rng = trial_rng(root, t)
         for band, k in enumerate(counts):
-            flat = rng.choice(population, size=k, replace=False)
+            if cdfs is None:
+                flat = rng.choice(population, size=k, replace=False)
+            else:
+                flat = np.minimum(np.searchsorted(cdfs[band], rng.random(k), side="right"),
+                                  population - 1)
             if allowed is not None:
                 flat = allowed[flat]
             out[band][i, :, 0], out[band][i, :, 1] = np.divmod(flat, w)
@@ -491,31 +559,69 @@ def render_masks(spec, centers, *, out=None, workers=None):
     return out
 
 
-def center_maps(spec, centers):
+def center_maps(spec, centers, *, density=None):
     """Sparse centre maps: one row per trial, 1.0 at each bubble centre.
 
     This is the design matrix of the regression classification image: the analysis
     engine multiplies its transpose by the (trials x targets) responses and then smooths
     with the aperture sigma.
 
+    Parameters
+    ----------
+    spec : BubbleSpec
+    centers : ndarray, shape (n, k, 2), or list
+        As :func:`sample_centers` returns them, or a ragged list of (k_t, 2) arrays.
+    density : array_like, shape (H, W) or (n_bands, H, W), optional
+        The density the centres were drawn from (``sample_centers(..., density=)``):
+        each centre then counts ``1 / (N q(c))`` instead of 1.0 (Horvitz & Thompson
+        1952), ``N`` the number of eligible pixels and ``q`` the density rescaled over
+        them, so that a row's expected value is ``k / N`` at every pixel, as for uniform
+        centres, whatever the density favoured. Centres where the density is 0 (outside
+        the search region) are refused.
+
     Returns
     -------
     maps : scipy.sparse.csr_matrix, shape (n, H * W), float32, or a list per band
         Centres are rounded to the nearest pixel; coincident centres add up.
+
+    Examples
+    --------
+    >>> spec = BubbleSpec(shape=(8, 8), sigma=1, n_bubbles=2)
+    >>> q = np.ones((8, 8)); q[0, 0] = 4.0
+    >>> m = center_maps(spec, [[[0, 0], [5, 5]]], density=q)
+    >>> float(m[0, 0]), float(m[0, 45])         # 1 / (64 * 4/67), 1 / (64 * 1/67)
+    (0.26171875, 1.046875)
     """
     if not isinstance(spec, BubbleSpec):
         raise TypeError(f"spec must be a BubbleSpec, got {type(spec).__name__}")
     h, w = spec.shape
+    weights = None
+    if density is not None:
+        allowed = spec.allowed_pixels
+        weights = []
+        for q in _densities(spec, density):
+            full = np.full(h * w, np.inf)
+            full[slice(None) if allowed is None else allowed] = 1.0 / (q.size * q)
+            weights.append(full)
     maps = []
-    for c in _per_band(spec, centers):
-        arr, weights = _padded(c, spec.shape)
+    for band, c in enumerate(_per_band(spec, centers)):
+        arr, live_w = _padded(c, spec.shape)
         n = arr.shape[0]
-        live = weights > 0
+        live = live_w > 0
         rr = np.clip(np.rint(arr[..., 0]), 0, h - 1).astype(np.int64)
         cc = np.clip(np.rint(arr[..., 1]), 0, w - 1).astype(np.int64)
         trial = np.broadcast_to(np.arange(n)[:, None], live.shape)
-        m = sp.csr_matrix((np.ones(int(live.sum()), np.float32),
-                           (trial[live], (rr * w + cc)[live])), shape=(n, h * w))
+        pixel = (rr * w + cc)[live]
+        if weights is None:
+            values = np.ones(int(live.sum()), np.float32)
+        else:
+            values = weights[band][pixel]
+            if not np.all(np.isfinite(values)):
+                bad = pixel[~np.isfinite(values)][0]
+                raise ValueError(f"centers include pixel {divmod(int(bad), w)}, outside "
+                                 "the search region, where the density is 0")
+            values = values.astype(np.float32)
+        m = sp.csr_matrix((values, (trial[live], pixel)), shape=(n, h * w))
         m.sum_duplicates()
         maps.append(m)
     return maps if spec.multiscale else maps[0]
