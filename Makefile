@@ -47,6 +47,8 @@ bench: $(STAMP) system-deps
 	home=$$(mktemp -d) && HOME=$$home $(RUNENV) $(XVFB) $(BIN)/python benchmarks/session.py
 	$(RUNENV) $(BIN)/python benchmarks/ann.py
 	$(RUNENV) $(BIN)/python benchmarks/fmri.py
+	$(RUNENV) $(BIN)/python benchmarks/compare_many.py
+	$(RUNENV) $(BIN)/python benchmarks/trials.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
