@@ -28,7 +28,7 @@ import numpy as np
 from bubbles import one_blas_thread, sigma_to_fwhm
 
 from ..ci import classification_image
-from ..stats import pixel_threshold
+from ..stats import pixel_threshold, rft_warnings
 from ..zscore import zscore
 
 __all__ = ["COVARIATES", "covariate_matrix", "residualize", "VoxelStats",
@@ -224,6 +224,18 @@ def voxel_images(spec, maps, responses, *, method="regression", p=0.05, permutat
     names = list(rois or {})
     masks = [np.asarray(rois[k], bool) for k in names]
     thr = None if permutations else bonferroni_threshold(region.sum(), spec.sigma, p, n_t)
+    if thr is not None:
+        # random field theory's conditions, and the Gaussian tail the analytic z needs at a
+        # Bonferroni threshold this high: said, never silently assumed
+        for note in rft_warnings(int(region.sum()), sigma_to_fwhm(spec.sigma)):
+            warnings.warn(f"voxel images: {note} (or --permutations N)", UserWarning,
+                          stacklevel=2)
+        if thr > 4.5 and n < 1000:
+            warnings.warn(f"voxel images: the threshold z {thr:.2f} (random field theory, "
+                          f"Bonferroni over {n_t} voxels) lies far in the tail, where the "
+                          f"analytic z of {n} trials is not Gaussian enough to trust; use "
+                          "--permutations N (max statistic over voxels x pixels)",
+                          UserWarning, stacklevel=2)
     perms = None
     if permutations:
         rng = np.random.default_rng(seed)
