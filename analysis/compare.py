@@ -537,6 +537,8 @@ def comparison_panels(a, b, result, extra=None, *, label_a="human", label_b=None
     """
     za = _one_map(a, "a")
     zb = _stack(b)
+    if zb.shape[-2:] != za.shape[-2:]:          # drawn on a's grid, as it was scored
+        zb = _resample(zb, za.shape[-2:])
     label = label_b or ("model observer" if len(zb) == 1 else "best unit")
     best = result.best
     panels = {label_a: za, label: zb[best]}
