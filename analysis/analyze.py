@@ -5,6 +5,12 @@ response), :func:`image_tests` runs the Stat4Ci pixel and cluster tests on every
 a map, and :func:`analyze_session` does both with :func:`analysis.classification_image`
 in between, returning a :class:`SessionAnalysis` whose ``image.info`` records what
 ``bubbles compare`` needs to make the same map again from the same trials.
+
+An adaptive session (``TrialTable.adaptive``) is corrected for its unequal sampling: its
+centre maps are weighted by each block's density (:meth:`TrialTable.center_maps`), and
+with methods 'regression' / 'median_split' and the analytic null the map and its tests
+use the per-block exact z of :func:`analysis.adaptive.adaptive_image` (``scale='exact'``,
+N(0, 1) under the null at every pixel); ``summary['sampling']`` says which.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adaptive import adaptive_image
 from .ci import classification_image
 from .diagnostic import DiagnosticImage
 from .stats import cluster_test, pixel_test
@@ -177,10 +184,32 @@ def analyze_session(table, *, response="correct", method="regression", null="ana
             warnings.warn(f"testing with sigma {sigma:g} px, not the session's bubble "
                           f"sigma {list(spec.sigmas)}: the thresholds assume that "
                           "smoothness", UserWarning, stacklevel=2)
-        image = classification_image(spec, table.center_list(), table.responses(response),
-                                     method=method, null=null,
-                                     n_permutations=n_permutations, seed=seed,
-                                     observer=observer, progress=progress)
+        sampling = None
+        exact = (getattr(table, "adaptive", False) and null == "analytic"
+                 and method in ("regression", "median_split"))
+        if exact:
+            image = adaptive_image(spec, table.center_list(), table.responses(response),
+                                   table.densities, table.blocks(), method,
+                                   scale="exact", null=null, observer=observer,
+                                   progress=progress)
+        else:
+            image = classification_image(spec, table.center_maps(),
+                                         table.responses(response), method=method,
+                                         null=null, n_permutations=n_permutations,
+                                         seed=seed, observer=observer, progress=progress)
+        if getattr(table, "adaptive", False):
+            sampling = {"kind": "adaptive", "policy": table.policy.to_dict(),
+                        "weights": "1 / (N q_b(c)) per centre (Horvitz-Thompson)",
+                        "z_scale": "exact" if exact else "map",
+                        "tests_on": ("the per-block exact z, combined over blocks "
+                                     "(inverse normal method)" if exact else
+                                     "the z of the weighted centre maps")}
+            if not exact:
+                warnings.warn(f"adaptive session analysed with method {method!r} and null "
+                              f"{null!r}: the map is corrected (weighted centre maps) but "
+                              "the exact per-block z needs method regression or "
+                              "median_split with the analytic null; tests on this map are "
+                              "approximate", UserWarning, stacklevel=2)
     notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     path = None if table.path is None else str(Path(table.path).resolve())
     # what compare needs to make this map again from the same trials
@@ -201,4 +230,6 @@ def analyze_session(table, *, response="correct", method="regression", null="ana
                "block": block, "n_trials": int(image.n_trials), "spec": spec.to_dict(),
                "accuracy": accuracy, "bands": tests.to_dicts(), "info": image.info,
                "warnings": notes}
+    if sampling is not None:
+        summary["sampling"] = sampling
     return SessionAnalysis(image, tests, table, summary)

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 import bubbles
 from analysis import DiagnosticImage, classification_image
+from analysis.adaptive import AdaptivePolicy, AdaptiveSampler, adaptive_image
 from bubbles import BubbleSpec, background_levels, sample_centers, seed_sequence
 
 from .record import UnitRecorder, check_count, image_batch, resolve_device
@@ -393,6 +394,14 @@ def _slice_centers(centers, start, stop):
     return centers[start:stop]
 
 
+def _batches(n, batch_size, policy):
+    """(start, stop) of each forward pass: batches of ``batch_size`` trials, cut at
+    the adaptive blocks' edges (a block's density needs every trial before it)."""
+    block = n if policy is None else policy.update_every
+    return [(s, min(s + batch_size, b + block, n)) for b in range(0, n, block)
+            for s in range(b, min(b + block, n), batch_size)]
+
+
 def _seed_record(seed, root):
     """The mask seed as written to ``info``: the int, or the SeedSequence's entropy and
     spawn key (what regenerates the masks)."""
@@ -436,7 +445,7 @@ def _joined(recorded, layers):
 
 def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
                       batch_size=128, preprocess=None, device=None, method="regression",
-                      response="activation", stimulus_ids=None,
+                      response="activation", stimulus_ids=None, policy=None,
                       progress=True) -> DiagnosticImage:
     """Diagnostic images of network units from the human session's bubbles.
 
@@ -481,6 +490,16 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
         perturbation ``|a(X) - a(X')|`` against the full image X.
     stimulus_ids : sequence of str, optional
         Names of the images, recorded in ``info['stimuli']``.
+    policy : analysis.adaptive.AdaptivePolicy, optional
+        Adaptive bubbles: the trials run in blocks of ``policy.update_every`` (batches
+        inside a block), block ``b``'s centres drawn from a density that follows the
+        raw responses of the trials before it (:class:`analysis.adaptive.
+        AdaptiveSampler`; ``policy.target`` picks the unit columns that drive it); the
+        image is :func:`analysis.adaptive.adaptive_image` (``scale='map'``, centres
+        weighted ``1 / (N q)``). ``info['densities']`` then holds the densities
+        (n_blocks, n_bands, H, W): GPU activations are not bit-reproducible, so they,
+        not a replay, regenerate the masks; pop them before saving the image and write
+        them with :func:`analysis.adaptive.save_densities`. Default None: uniform.
     progress : bool
         Show a tqdm bar.
 
@@ -527,35 +546,51 @@ def diagnostic_images(spec, model, layer, images, n_masks, seed, *, units=None,
         if len(stimulus_ids) != n_img:
             raise ValueError(f"stimulus_ids must name each of the {n_img} images, got "
                              f"{len(stimulus_ids)}")
+    if policy is not None and not isinstance(policy, AdaptivePolicy):
+        raise TypeError(f"policy must be None (uniform bubbles) or an analysis.adaptive."
+                        f"AdaptivePolicy, got {type(policy).__name__}")
     root = seed_sequence(seed)
     rec = UnitRecorder(model, _layer_units(layer, units), preprocess=preprocess,
                        device=device)
     dev = rec.device
     layers = list(rec.layers)
     timgs = imgs.to(dev)
-    centers = sample_centers(spec, root, n_masks)
+    sampler = None if policy is None else AdaptiveSampler(spec, root, policy)
+    centers = sample_centers(spec, root, n_masks) if sampler is None else None
     which = np.arange(n_masks) % n_img
     full = _joined(rec(timgs), layers) if response == "perturbation" else None
     compose = BubbledStimuli(spec, timgs, seed=root)
     buffer = torch.empty((min(batch_size, n_masks),) + tuple(spec.shape), device=dev)
     chunks = []
-    for start in tqdm(range(0, n_masks, batch_size), disable=not progress,
-                      desc=f"bubbles probe {', '.join(layers)}", unit="batch"):
-        stop = min(n_masks, start + batch_size)
-        stim = compose(which[start:stop], _slice_centers(centers, start, stop),
-                       trials=np.arange(start, stop), out=buffer)
+    for start, stop in tqdm(_batches(n_masks, batch_size, policy), disable=not progress,
+                            desc=f"bubbles probe {', '.join(layers)}", unit="batch"):
+        trials = np.arange(start, stop)
+        c = (_slice_centers(centers, start, stop) if sampler is None
+             else sampler.centers(trials))
+        stim = compose(which[start:stop], c, trials=trials, out=buffer)
         r = _joined(rec(stim), layers)
         if full is not None:
             r = (r - full[torch.as_tensor(which[start:stop], device=dev)]).abs()
+        r = r.double().cpu()
+        if sampler is not None:       # raw responses: the per-image centring is global
+            sampler.tell(trials, r.numpy())
         chunks.append(r)
-    responses = torch.cat(chunks).double().cpu().numpy()
+    responses = torch.cat(chunks).numpy()
     if n_img > 1:                    # only the images shown (n_masks may be < n_images)
         for j in range(min(n_img, n_masks)):
             responses[which == j] -= responses[which == j].mean(axis=0)
     per_layer = rec.unit_names(timgs[:1])
     targets = [f"{name}:{u}" for name in layers for u in per_layer[name]]
-    ci = classification_image(spec, centers, responses, method=method,
-                              targets=targets, observer="unit", progress=progress)
+    if sampler is None:
+        ci = classification_image(spec, centers, responses, method=method,
+                                  targets=targets, observer="unit", progress=progress)
+    else:
+        run = sampler.run()
+        ci = adaptive_image(spec, run.centers, responses, run.densities, run.blocks,
+                            method, scale="map", targets=targets, observer="unit",
+                            progress=progress)
+        ci.info["sampling"].update(policy=policy.to_dict())
+        ci.info["densities"] = run.densities
     ci.info.update({"model": type(rec.model).__name__, "layer": ", ".join(layers),
                     "layers": layers,
                     "units_per_layer": [len(per_layer[name]) for name in layers],

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.adaptive import AdaptivePolicy, save_densities
 from analysis.ci import METHODS
 from analysis.diagnostic import to_jsonable
 from analysis.figures import plot_montage, save_figure
@@ -89,6 +90,18 @@ def _grey(text):
         value = math.nan
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise argparse.ArgumentTypeError(f"must be a finite grey level in [0, 1], got {text!r}")
+    return value
+
+
+def _floor(text):
+    """argparse type of --floor: the share of uniform sampling, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] (the share of "
+                                         f"uniform sampling), got {text!r}")
     return value
 
 
@@ -194,6 +207,13 @@ def build_parser():
     pr.add_argument("--method", default="regression", choices=METHODS)
     pr.add_argument("--response", default="activation", choices=RESPONSES)
     pr.add_argument("--name", help="output stem (default: probe_<layer>)")
+    pr.add_argument("--sampling", default="uniform", choices=["uniform", "adaptive"],
+                    help="adaptive: each block's centres follow the units' uncertain "
+                         "pixels (analysis/ADAPTIVE.md); writes <name>_densities.npz")
+    pr.add_argument("--update-every", type=_count(1),
+                    help="adaptive: trials per block (default 50)")
+    pr.add_argument("--floor", type=_floor,
+                    help="adaptive: share of uniform sampling in (0, 1] (default 0.8)")
 
     a = sub.add_parser("attribute", help="occlusion, saliency or integrated gradients")
     _common(a, stimulus_help="stimulus id (repeat); default: one face per expression")
@@ -232,6 +252,9 @@ def _usage(args):
         if args.spec and _given(args, SPEC_OPTIONS):
             return (f"--spec gives the whole spec; {', '.join(_given(args, SPEC_OPTIONS))} "
                     "cannot be combined with it")
+        adaptive = _given(args, ("update_every", "floor"))
+        if adaptive and args.sampling != "adaptive":
+            return f"{', '.join(adaptive)} apply only with --sampling adaptive"
         return None
     method = ATTRIBUTIONS[args.method]
     wrong = (_given(args, OCCLUSION_OPTIONS) if method != "occlusion" else []) + (
@@ -406,12 +429,23 @@ def _train(args):
               "thread count changes rounding; compare the accuracies)")
 
 
+#: File name ending of an adaptive probe's densities (one per block).
+DENSITIES = "_densities.npz"
+
+
 def _probe(args):
     stem = args.name or f"probe_{args.layer.replace('.', '_')}"
     device = _device(args)
     imgs, ids = _images(args)
     spec = _spec(args, imgs.shape[1:])
-    out = prepare_out(args.out, [stem + ext for ext in MAP_FILES], force=args.force)
+    policy = None
+    names = [stem + ext for ext in MAP_FILES]
+    if args.sampling == "adaptive":
+        policy = AdaptivePolicy(
+            update_every=50 if args.update_every is None else args.update_every,
+            floor=0.8 if args.floor is None else args.floor)
+        names.append(stem + DENSITIES)
+    out = prepare_out(args.out, names, force=args.force)
     model = load_any_model(args.model, device=device)
     units = _units(args.units)
     if args.position:
@@ -419,10 +453,14 @@ def _probe(args):
     ci = diagnostic_images(spec, model, args.layer, imgs, args.n_masks, args.seed,
                            units=units, batch_size=args.batch_size, device=device,
                            method=args.method, response=args.response, stimulus_ids=ids,
-                           progress=not args.quiet)
+                           policy=policy, progress=not args.quiet)
+    if policy is not None:      # the masks' record: GPU activations do not replay exactly
+        densities = ci.info.pop("densities")
+        save_densities(out / (stem + DENSITIES), densities, policy)
+        ci.info["sampling"]["densities"] = stem + DENSITIES
     save_probe(ci, out / stem, background=imgs.mean(axis=0), overwrite=args.force)
     print(f"{ci.n_targets} units of {args.layer}, {ci.n_trials} masks -> "
-          f"{out / stem}.npz/.json/.png")
+          f"{out / stem}.npz/.json/.png" + (f" and {stem + DENSITIES}" if policy else ""))
     print("strongest units (max |z|): " + ", ".join(
         f"{name} {peak:.1f}" for name, peak in strongest_targets(ci, 5)))
 

@@ -65,7 +65,8 @@ _TEXT_SAMPLE = {"mapping": "happy: press F", "continue_key": "SPACE", "done": 75
 #: Keys added after sessions were first recorded: a recorded configuration without
 #: them (a session started with an older release, resumed now) gets their defaults,
 #: which keep the behavioural session as it was (the scanner mode off).
-ADDED_KEYS = ("scanner", "text.scanner_wait", "text.run_done")
+ADDED_KEYS = ("scanner", "text.scanner_wait", "text.run_done", "bubbles.sampling",
+              "bubbles.update_every", "bubbles.floor")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range."""
@@ -209,6 +210,9 @@ SCHEMA = {
     "bubbles.polarity": _choice(*POLARITIES),
     "bubbles.overlap": _choice(*OVERLAPS),
     "bubbles.background": _background,
+    "bubbles.sampling": _choice("uniform", "adaptive"),
+    "bubbles.update_every": _int(1),
+    "bubbles.floor": _number(0, 1, open_lo=True),
     "trials.practice": _int(0),
     "trials.practice_bubbles": _int(0),
     "trials.main": _int(0),
@@ -374,6 +378,9 @@ def validate_config(cfg):
         cfg["scanner"]["onset_file"] = _absolute_source(cfg["scanner"]["onset_file"],
                                                         os.getcwd())
     if cfg["scanner"]["enabled"]:
+        if b["sampling"] != "uniform":
+            _fail("bubbles.sampling", "'uniform' in the scanner mode (adaptive sampling "
+                  "is for behavioural sessions)", b["sampling"])
         check_scanner(cfg)
     if cfg["stimuli"]["source"] == "faces":
         size = cfg["stimuli"]["size"]

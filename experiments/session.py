@@ -28,6 +28,11 @@ trials it recorded by the next resume. A resume of a session whose trials are al
 recorded but whose end never was (killed between the last row and the end) only
 finishes it: status, log and BIDS copy, its data untouched.
 
+With ``[bubbles] sampling = "adaptive"`` an :class:`analysis.adaptive.AdaptiveSampler`
+draws each trial's centres (block by block, from the answers before the block); its
+densities go to ``<stem>_densities.npz`` and a resume replays every recorded row through
+it, checking each trial's centres against the centres file.
+
 The scanner mode (:class:`experiments.scanner.ScannerSession`) is this session with
 another loop: runs paced by the scanner's triggers instead of frames and key presses.
 
@@ -53,6 +58,8 @@ from pathlib import Path
 import numpy as np
 
 import bubbles
+from analysis.adaptive import (AdaptivePolicy, AdaptiveSampler, load_densities,
+                               save_densities)
 from analysis.session_files import SESSION_FORMAT, SESSION_VERSION, session_paths
 
 from . import datafile, trials
@@ -213,6 +220,8 @@ class Session:
         except ConfigError as err:
             raise self._frozen(err) from None
         self.spec = trials.spec_from_config(self.cfg, self.stimuli.shape)
+        self.policy = trials.policy_from_config(self.cfg)
+        self.sampler = None
         seed = self.cfg["seed"]
         self.order_seed, self.mask_seed = trials.session_seeds(seed, self.participant,
                                                                session)
@@ -225,6 +234,7 @@ class Session:
         if self.state is not None:
             self._restore_design(self.state.meta)
             self._check_resumable()
+            self._replay_sampler()
 
     def _mode_config(self, cfg):
         """The configuration as given (the scanner session switches its mode on)."""
@@ -280,6 +290,53 @@ class Session:
             raise ValueError(f"cannot resume: the BubbleSpec rebuilt from the recorded "
                              f"configuration differs from the one in {self.state.stem}"
                              f".json")
+        recorded = meta.get("sampling")
+        try:
+            self.policy = None if recorded is None else AdaptivePolicy.from_dict(recorded)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"cannot resume: the sidecar {self.state.stem}.json has a "
+                             f"sampling policy that is not valid: {err}") from None
+        wanted = self.cfg["bubbles"]["sampling"]
+        if (self.policy is not None) != (wanted == "adaptive"):
+            raise ValueError(f"cannot resume: the recorded configuration says "
+                             f"bubbles.sampling = {wanted!r} but the sidecar "
+                             f"{self.state.stem}.json "
+                             f"{'records' if recorded else 'lacks'} an adaptive policy")
+
+    def _densities_path(self, stem):
+        """``<stem>_densities.npz``: the adaptive densities, one per block."""
+        return Path(f"{stem}_densities.npz")
+
+    def _replay_sampler(self):
+        """On resume of an adaptive session, rebuild its sampler from the recorded rows
+        (each trial's centres from the seed and the responses before it) and check them
+        against the centres file: every past trial's centres must come out as shown."""
+        if self.policy is None:
+            return
+        stem = self.state.stem
+        path = self._densities_path(stem)
+        recorded = load_densities(path)[0] if path.exists() else None
+        sampler = AdaptiveSampler(self.spec, self.mask_seed, self.policy,
+                                  recorded=recorded)
+        try:
+            for row, rec in zip(self.state.rows, self.state.centers):
+                t = int(row["trial"])
+                if int(row["mask_index"]) != t:
+                    raise ValueError(f"trial {t} has mask_index {row['mask_index']}; an "
+                                     f"adaptive session draws trial t's centres as t")
+                c = sampler.centers(t, int(row["n_bubbles"]))
+                shown = c if self.spec.multiscale else [c]
+                for band, got in enumerate(shown):
+                    if not np.array_equal(np.asarray(got, float)[0],
+                                          np.asarray(rec["centers"][band], float)):
+                        raise ValueError(f"the centres of trial {t} (band {band}) "
+                                         f"replayed from the responses differ from "
+                                         f"those in {stem.name}_centers.jsonl")
+                sampler.tell(t, float(row["correct"]))
+        except ValueError as err:
+            raise ValueError(f"cannot resume the adaptive session {str(stem)!r}: {err}") \
+                from None
+        self.sampler = sampler
 
     # -- setup ---------------------------------------------------------------------
     def _run_entry(self):
@@ -313,6 +370,10 @@ class Session:
                 "expName": self.cfg["expName"], "participant": self.participant,
                 "session": self.session, "date": self.date, "runs": [run],
                 "status": "running"}
+            if self.policy is not None:
+                self.meta["sampling"] = self.policy.to_dict()
+                self.meta["densities"] = self._densities_path(stem).name
+                self.sampler = AdaptiveSampler(self.spec, self.mask_seed, self.policy)
             self.files.write_sidecar(self.meta)   # at once: resume needs it
             return
         state = self.state
@@ -400,6 +461,8 @@ class Session:
         if response.key == cfg["responses"]["quit_key"]:
             raise _Quit()
         correct = int(response.label == stim_row["expression"])
+        if self.sampler is not None:
+            self.sampler.tell(t, correct)
         if block == "main":
             self.quest.addResponse(correct, intensity=intensity)
         n = prepared.spec.total_bubbles
@@ -455,7 +518,14 @@ class Session:
         block = "practice" if t < self.n_practice else "main"
         n, intensity = self._n_bubbles(block)
         t0 = time.perf_counter()
-        prepared = self.builder.build(self.plan[t], n, mask_index=t)
+        centers = None
+        if self.sampler is not None:
+            blocks = len(self.sampler.densities)
+            centers = self.sampler.centers(t, n)
+            if len(self.sampler.densities) > blocks:     # a new block: record its density
+                save_densities(self._densities_path(self.files.stem),
+                               self.sampler.densities, self.policy)
+        prepared = self.builder.build(self.plan[t], n, mask_index=t, centers=centers)
         self.presenter.load(prepared.image)
         self._prep_ms = 1000 * (time.perf_counter() - t0)
         return prepared, intensity
@@ -587,6 +657,8 @@ class Session:
         files = self.files
         self.result_files = {"csv": files.csv_path, "centers": files.centers_path,
                              "sidecar": files.sidecar_path, "log": files.log_path}
+        if self.policy is not None:
+            self.result_files["densities"] = self._densities_path(files.stem)
         problems = []
         try:
             files.close()

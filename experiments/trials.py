@@ -26,8 +26,11 @@ from bubbles import (BubbleSpec, bubble_stimuli, laplacian_bands, load_source,
                      render_masks, sample_centers)
 from bubbles.faces import EXPRESSIONS
 
+from analysis.adaptive import AdaptivePolicy
+
 __all__ = ["load_stimuli", "session_seeds", "participant_number", "key_mapping",
-           "trial_plan", "Prepared", "StimulusBuilder", "spec_from_config"]
+           "trial_plan", "Prepared", "StimulusBuilder", "spec_from_config",
+           "policy_from_config", "SAMPLING_KEYS"]
 
 
 def load_stimuli(cfg):
@@ -70,10 +73,25 @@ def load_stimuli(cfg):
     return stimuli, labels
 
 
+#: Keys of the ``[bubbles]`` table that choose how the centres are drawn (uniform or
+#: adaptive, :func:`policy_from_config`), not part of the BubbleSpec.
+SAMPLING_KEYS = ("sampling", "update_every", "floor")
+
+
+def policy_from_config(cfg):
+    """The session's :class:`analysis.adaptive.AdaptivePolicy` (None when uniform)."""
+    b = cfg["bubbles"]
+    if b.get("sampling", "uniform") != "adaptive":
+        return None
+    return AdaptivePolicy(update_every=b["update_every"], floor=b["floor"])
+
+
 def spec_from_config(cfg, shape):
     """The session's base BubbleSpec from the ``[bubbles]`` table and the image shape."""
     b = dict(cfg["bubbles"])
     bands = b.pop("bands")
+    for key in SAMPLING_KEYS:       # how centres are drawn, not what a mask is
+        b.pop(key, None)
     try:
         return BubbleSpec(shape=tuple(shape), bands=bands or None, **b)
     except (TypeError, ValueError) as err:
@@ -212,8 +230,13 @@ class StimulusBuilder:
             self._specs[n] = self.spec.replace(n_bubbles=n)
         return self._specs[n]
 
-    def build(self, stim_index, n_bubbles, mask_index):
+    def build(self, stim_index, n_bubbles, mask_index, *, centers=None):
         """The bubbled stimulus of one trial.
+
+        ``centers``: the trial's centres when they were drawn elsewhere (an adaptive
+        session's sampler, :class:`analysis.adaptive.AdaptiveSampler`), as
+        :func:`bubbles.sample_centers` returns them for one trial; default: drawn from
+        ``(spec, mask_seed, mask_index)``.
 
         Returns
         -------
@@ -222,7 +245,8 @@ class StimulusBuilder:
             band).
         """
         spec = self.trial_spec(n_bubbles)
-        centers = sample_centers(spec, self.mask_seed, [int(mask_index)])
+        if centers is None:
+            centers = sample_centers(spec, self.mask_seed, [int(mask_index)])
         h, w = spec.shape
         shape = (1, spec.n_bands, h, w) if spec.multiscale else (1, h, w)
         if self._out is None or self._out.shape != shape:
