@@ -867,7 +867,9 @@ def run_adaptive(spec, respond, n_trials, seed, *, policy=None, n_bubbles=None):
     u = sampler.policy.update_every
     for start in range(0, int(n_trials), u):
         trials = np.arange(start, min(int(n_trials), start + u))
-        c = sampler.centers(trials, n_bubbles)
+        k = n_bubbles if n_bubbles is None or np.ndim(n_bubbles) == 0 else \
+            np.asarray(n_bubbles)[trials]          # this block's counts
+        c = sampler.centers(trials, k)
         sampler.tell(trials, respond(c, trials))
     return sampler.run()
 

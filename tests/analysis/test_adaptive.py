@@ -346,3 +346,14 @@ def test_bad_blocks_scale_and_order_fail_by_name(spec, planted, tmp_path):
     bad.write_text("not a densities file")
     with pytest.raises(ValueError, match="not a readable adaptive densities file"):
         load_densities(bad)
+
+
+def test_run_adaptive_takes_one_count_per_trial():
+    """QUEST-like counts: each block draws its own trials' counts."""
+    from analysis.adaptive import AdaptivePolicy, run_adaptive
+
+    spec = BubbleSpec(shape=(16, 16), sigma=2, n_bubbles=3)
+    counts = np.tile([2, 3, 4], 20)                       # 60 trials, 3 blocks of 20
+    run = run_adaptive(spec, lambda c, t: np.random.default_rng(int(t[0])).random(len(t)),
+                       60, 5, policy=AdaptivePolicy(update_every=20), n_bubbles=counts)
+    assert [len(c) for c in run.centers[:3]] == [2, 3, 4]
