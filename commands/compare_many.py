@@ -329,7 +329,7 @@ def _brain_figure(out, res):
         warnings.simplefilter("ignore")
         plotting.plot_roi(nib.Nifti1Image(data, img.affine), bg_img=None, figure=fig,
                           title=f"preferred layer ({note}): {legend}",
-                          display_mode="ortho", draw_cross=False, colorbar=True,
+                          display_mode="ortho", draw_cross=False, colorbar=n > 1,
                           cmap=ListedColormap(colours), vmin=0.5, vmax=n + 0.5)
     return save_figure(fig, out / "preferred_layer.png")
 

@@ -67,8 +67,10 @@ def build_parser():
     s = sub.add_parser("simulate", help="a simulated BIDS study with planted voxels")
     s.add_argument("--trials", required=True, help="session CSV whose trials are shown")
     s.add_argument("--out", required=True, help="BIDS folder to write")
-    s.add_argument("--runs", type=_positive_int(1), default=4)
-    s.add_argument("--tr", type=_positive_float, default=2.0, help="seconds")
+    s.add_argument("--runs", type=_positive_int(1), default=None,
+                   help="runs (default 4; a scanner session's own runs)")
+    s.add_argument("--tr", type=_positive_float, default=None,
+                   help="seconds (default 2; a scanner session's own TR)")
     s.add_argument("--shape", type=_positive_int(6), nargs=3, default=[20, 24, 20],
                    metavar=("X", "Y", "Z"), help="volume in voxels (default 20 24 20)")
     s.add_argument("--gain", type=float, default=0.8,
