@@ -24,6 +24,7 @@ import numpy as np
 from .adaptive import adaptive_image
 from .ci import classification_image
 from .diagnostic import DiagnosticImage
+from .estimators import ESTIMATORS, glm_image
 from .stats import cluster_test, pixel_test
 
 __all__ = ["select_trials", "image_tests", "ImageTests", "analyze_session",
@@ -83,9 +84,10 @@ class ImageTests:
     notes: list = field(default_factory=list)
 
     def to_dicts(self):
+        clusters = self.cluster if self.cluster is not None else [None] * len(self.pixel)
         return [{"band": b, "sigma": s, "pixel_test": p.to_dict(),
-                 "cluster_test": c.to_dict()}
-                for b, (s, p, c) in enumerate(zip(self.sigmas, self.pixel, self.cluster))]
+                 "cluster_test": None if c is None else c.to_dict()}
+                for b, (s, p, c) in enumerate(zip(self.sigmas, self.pixel, clusters))]
 
 
 def image_tests(image, *, sigmas=None, p=0.05, cluster_threshold=2.7, tail="upper",
@@ -137,6 +139,36 @@ def image_tests(image, *, sigmas=None, p=0.05, cluster_threshold=2.7, tail="uppe
 
 
 @dataclass
+class PermutationPixels:
+    """The pixels of a glm / sparse map beyond its permutation max-statistic threshold."""
+
+    threshold: float
+    significant: np.ndarray
+    p: float
+    n_permutations: int
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"test": "permutation max statistic over pixels (upper tail)",
+                "threshold": self.threshold, "n_significant": int(self.significant.sum()),
+                "p": self.p, "n_permutations": self.n_permutations}
+
+
+def _permutation_tests(image, sigmas):
+    """ImageTests of a glm / sparse image: its permutation threshold per band."""
+    info = image.info
+    thr = np.atleast_1d(np.asarray(info["fwe_threshold"], float))
+    res = ImageTests([], None, sigmas, notes=[
+        f"method {image.method!r}: significance by the permutation max statistic "
+        f"({info['n_permutations']} permutations), not random field theory"])
+    for b, z in enumerate(image.maps()[0]):
+        t = float(thr[min(b, len(thr) - 1)])
+        res.pixel.append(PermutationPixels(t, z > t, float(info.get("p", 0.05)),
+                                           int(info["n_permutations"])))
+    return res
+
+
+@dataclass
 class SessionAnalysis:
     """What :func:`analyze_session` returns: the map, its tests, a JSON-able summary."""
 
@@ -149,7 +181,8 @@ class SessionAnalysis:
 def analyze_session(table, *, response="correct", method="regression", null="analytic",
                     n_permutations=1000, seed=0, block=None, drop_missing=False,
                     sigma=None, p=0.05, cluster_threshold=2.7, tail="upper",
-                    search_region=None, observer="person", progress=True):
+                    search_region=None, observer="person", resolution=None,
+                    penalties=None, progress=True):
     """A session's diagnostic image and its tests, as ``bubbles analyze`` writes them.
 
     Parameters
@@ -157,6 +190,11 @@ def analyze_session(table, *, response="correct", method="regression", null="ana
     table : TrialTable
     response, method, null, n_permutations, seed
         As :func:`analysis.classification_image` (the response is a column of the table).
+        ``method`` 'glm' or 'sparse' uses :func:`analysis.estimators.glm_image`, whose
+        inference is always the permutation max statistic (its ``n_permutations``); the
+        random-field tests do not hold for them and are not run.
+    resolution, penalties
+        For 'glm' / 'sparse': the coarse grid's long side and the penalty grid.
     block, drop_missing
         As :func:`select_trials`.
     sigma : float, optional
@@ -187,7 +225,12 @@ def analyze_session(table, *, response="correct", method="regression", null="ana
         sampling = None
         exact = (getattr(table, "adaptive", False) and null == "analytic"
                  and method in ("regression", "median_split"))
-        if exact:
+        if method in ESTIMATORS:
+            image = glm_image(spec, table.center_list(), table.responses(response), method,
+                              resolution=resolution, penalties=penalties,
+                              null="permutation", n_permutations=n_permutations, p=p,
+                              seed=seed, observer=observer, progress=progress)
+        elif exact:
             image = adaptive_image(spec, table.center_list(), table.responses(response),
                                    table.densities, table.blocks(), method,
                                    scale="exact", null=null, observer=observer,
@@ -220,8 +263,11 @@ def analyze_session(table, *, response="correct", method="regression", null="ana
                      "against a null: its pixel and cluster tests are descriptive; use "
                      "--method regression for inference")
     sigmas = [sigma] * spec.n_bands if sigma is not None else list(spec.sigmas)
-    tests = image_tests(image, sigmas=sigmas, p=p, cluster_threshold=cluster_threshold,
-                       tail=tail, search_region=search_region)
+    if method in ESTIMATORS:
+        tests = _permutation_tests(image, sigmas)
+    else:
+        tests = image_tests(image, sigmas=sigmas, p=p, cluster_threshold=cluster_threshold,
+                            tail=tail, search_region=search_region)
     notes += tests.notes
     accuracy = None
     if "correct" in table.data and response == "correct":

@@ -26,6 +26,7 @@ import numpy as np
 from analysis.analyze import analyze_session, image_tests
 from analysis.ci import METHODS, NULLS
 from analysis.diagnostic import DiagnosticImage, to_jsonable
+from analysis.estimators import ESTIMATORS
 from analysis.figures import save_diagnostic_png
 from analysis.io import read_background, read_ci, read_search_region, zscore_outside
 from analysis.stats import CLUSTER_THRESHOLD_RANGE
@@ -46,12 +47,19 @@ def build_parser():
     p.add_argument("session", nargs="?", help="session CSV (<stem>.csv) written by "
                    "'bubbles run'; its <stem>.json sidecar must sit beside it")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", default="regression", choices=METHODS)
+    p.add_argument("--method", default="regression", choices=METHODS + ESTIMATORS,
+                   help="regression (default), proportion, median_split, or the estimators "
+                        "glm / sparse (fewer trials; permutation inference)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="glm / sparse: cells on the long side of the coarse grid (32)")
+    p.add_argument("--penalties", type=float, nargs="+", default=None,
+                   help="glm / sparse: the penalty grid for cross-validation")
     p.add_argument("--response", default="correct",
                    help="response column: correct, rt or any numeric column "
                         "(default: correct)")
     p.add_argument("--null", default="analytic", choices=NULLS)
-    p.add_argument("--n-permutations", type=int, default=1000)
+    p.add_argument("--n-permutations", type=int, default=None,
+                   help="permutations of the null (default 1000; 200 for glm / sparse)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations")
     p.add_argument("--block", default=None,
                    help="analyse only the rows whose 'block' column equals this")
@@ -95,8 +103,12 @@ def _usage(args):
     if not lo < args.cluster_threshold <= hi:
         return (f"--cluster-threshold must be a z value in ({lo:g}, {hi:g}] (2.7 in the "
                 f"Stat4Ci demo, >= 2.5 recommended), got {args.cluster_threshold:g}")
+    if args.n_permutations is None:
+        args.n_permutations = 200 if args.method in ESTIMATORS else 1000
     if args.null == "permutation" and args.n_permutations < 2:
         return f"--n-permutations must be >= 2 with --null permutation, got {args.n_permutations}"
+    if args.method not in ESTIMATORS and (args.resolution or args.penalties):
+        return "--resolution and --penalties go with --method glm or sparse"
     return None
 
 
@@ -136,7 +148,8 @@ def _run_session(args):
                           seed=args.seed, block=args.block,
                           drop_missing=args.drop_missing, sigma=args.sigma, p=args.p,
                           cluster_threshold=args.cluster_threshold, tail=args.tail,
-                          search_region=region, progress=not args.quiet)
+                          search_region=region, resolution=args.resolution,
+                          penalties=args.penalties, progress=not args.quiet)
     bg = (read_background(args.background, table.spec.shape) if args.background
           else res.table.mean_stimulus())
     title = f"{Path(args.session).stem}: {args.method}, {res.image.n_trials} trials"
@@ -175,9 +188,14 @@ def _report(summary, out):
     parts = summary.get("bands", [summary])
     for s in parts:
         pix, clu = s["pixel_test"], s["cluster_test"]
-        sig = [c for c in clu["clusters"] if c["significant"]]
         label = (f"band {s['band'] + 1} (sigma {s['sigma']:g} px): "
                  if len(parts) > 1 else "")
+        if clu is None:                     # glm / sparse: the permutation threshold
+            print(f"{label}permutation max statistic: threshold z = {pix['threshold']:.3f}, "
+                  f"{pix['n_significant']} significant pixels ({pix['n_permutations']} "
+                  "permutations)")
+            continue
+        sig = [c for c in clu["clusters"] if c["significant"]]
         print(f"{label}pixel test: threshold z = {pix['threshold']:.3f}, "
               f"{pix['n_significant']} significant pixels; cluster test: min size "
               f"{clu['min_cluster_size']:.1f} px at t_C {clu['threshold']}, "

@@ -190,3 +190,23 @@ def test_session_figure_background_is_the_mean_shown_face():
                                faces.images[:6].mean(axis=0), atol=1e-6)
     table.sidecar = {}
     assert TrialTable.mean_stimulus(table) is None
+
+
+@pytest.mark.parametrize("method", ["glm", "sparse"])
+def test_analyze_with_the_estimators(session_csv, tmp_path, capsys, method):
+    out = tmp_path / method
+    assert analyze([str(session_csv), "--out", str(out), "--method", method,
+                    "--resolution", "8", "--n-permutations", "19"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    band = summary["bands"][0]
+    assert band["cluster_test"] is None and band["pixel_test"]["n_permutations"] == 19
+    assert band["pixel_test"]["test"].startswith("permutation max statistic")
+    assert any("not random field theory" in w for w in summary["warnings"])
+    assert "permutation max statistic: threshold z" in capsys.readouterr().out
+    assert (out / "ci.png").is_file()
+    with np.load(out / "ci.npz") as data:
+        assert data["z"].shape == (32, 32) and np.isfinite(data["z"]).all()
+    assert analyze([str(session_csv), "--out", str(tmp_path / "x"), "--resolution",
+                    "8"]) == 2
+    assert "--resolution and --penalties go with --method glm or sparse" in \
+        capsys.readouterr().err
