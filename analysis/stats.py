@@ -32,7 +32,7 @@ from scipy import ndimage, optimize, special, stats
 from bubbles import sigma_to_fwhm as _bubbles_sigma_to_fwhm
 
 __all__ = [
-    "PixelTest", "ClusterTest", "Cluster", "PermutationTest",
+    "PixelTest", "ClusterTest", "Cluster",
     "pixel_test", "cluster_test",
     "pixel_threshold", "cluster_size_threshold", "resels", "ec_density",
     "rft_warnings", "sigma_to_fwhm",

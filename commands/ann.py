@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from ann_bridge.train import checkpoint_info, train
 from bubbles import BubbleSpec
 from bubbles.faces import face_set
 
-from .common import DataError, prepare_out, run_command
+from .common import DataError, integer, number, prepare_out, run_command
 
 __all__ = ["main", "build_parser", "load_any_model", "save_probe", "save_attributions"]
 
@@ -61,48 +60,9 @@ SPEC_OPTIONS = ("sigma", "n_bubbles", "bands")
 
 
 # -- option types (a malformed value is a usage error, exit 2) -------------------------
-def _count(minimum):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-    return parse
-
-
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def _grey(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a finite grey level in [0, 1], got {text!r}")
-    return value
-
-
-def _floor(text):
-    """argparse type of --floor: the share of uniform sampling, in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1] (the share of "
-                                         f"uniform sampling), got {text!r}")
-    return value
+_positive = number()
+_grey = number(0.0, 1.0, low_open=False, what="grey level")
+_floor = number(0.0, 1.0, what="share of uniform sampling")
 
 
 def _device_text(text):
@@ -160,10 +120,10 @@ def _common(p, *, stimulus_help):
                    help="'default' (embedded CNN), a .pt checkpoint or module:factory")
     p.add_argument("--images", help=".npy file of grey images (N, H, W) or (H, W) in "
                    "[0, 1]; default: the embedded face set")
-    p.add_argument("--identities", type=_count(1),
+    p.add_argument("--identities", type=integer(1),
                    help="embedded faces: identities (default 20)")
-    p.add_argument("--face-seed", type=_count(0), help="embedded faces: seed (default 0)")
-    p.add_argument("--size", type=_count(1), help="embedded faces: size in pixels "
+    p.add_argument("--face-seed", type=integer(0), help="embedded faces: seed (default 0)")
+    p.add_argument("--size", type=integer(1), help="embedded faces: size in pixels "
                    "(default 256)")
     p.add_argument("--stimulus", action="append", help=stimulus_help)
     p.add_argument("--device", type=_device_text,
@@ -180,10 +140,10 @@ def build_parser():
     t = sub.add_parser("train", help="train the expression CNN with bubbles augmentation")
     t.add_argument("--out", default="results/ann_train",
                    help="folder for expression_cnn.pt, .sha256 and metrics.json")
-    t.add_argument("--seed", type=_count(0), default=0)
-    t.add_argument("--epochs", type=_count(1), default=30)
-    t.add_argument("--identities", type=_count(2), default=200, help="training identities")
-    t.add_argument("--threads", type=_count(1), default=2, help="torch CPU threads")
+    t.add_argument("--seed", type=integer(0), default=0)
+    t.add_argument("--epochs", type=integer(1), default=30)
+    t.add_argument("--identities", type=integer(2), default=200, help="training identities")
+    t.add_argument("--threads", type=integer(1), default=2, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--force", action="store_true",
                    help="replace existing outputs in --out (needed to write into the "
@@ -196,21 +156,21 @@ def build_parser():
                     help="'all', '3', '0:8' or '1,4,9'")
     pr.add_argument("--position", type=_position,
                     help="'row,col' in the feature map (default: spatial mean)")
-    pr.add_argument("--n-masks", type=_count(2), required=True, help="bubbled trials")
-    pr.add_argument("--seed", type=_count(0), default=0, help="mask seed")
+    pr.add_argument("--n-masks", type=integer(2), required=True, help="bubbled trials")
+    pr.add_argument("--seed", type=integer(0), default=0, help="mask seed")
     pr.add_argument("--spec", help="BubbleSpec JSON file (instead of --sigma, --n-bubbles, "
                     "--bands)")
     pr.add_argument("--sigma", type=_positive, help="aperture SD in pixels (default 10)")
-    pr.add_argument("--n-bubbles", type=_count(1), help="bubbles per mask (default 20)")
-    pr.add_argument("--bands", type=_count(0), help="0 = single scale (default)")
-    pr.add_argument("--batch-size", type=_count(1), default=128)
+    pr.add_argument("--n-bubbles", type=integer(1), help="bubbles per mask (default 20)")
+    pr.add_argument("--bands", type=integer(0), help="0 = single scale (default)")
+    pr.add_argument("--batch-size", type=integer(1), default=128)
     pr.add_argument("--method", default="regression", choices=METHODS)
     pr.add_argument("--response", default="activation", choices=RESPONSES)
     pr.add_argument("--name", help="output stem (default: probe_<layer>)")
     pr.add_argument("--sampling", default="uniform", choices=["uniform", "adaptive"],
                     help="adaptive: each block's centres follow the units' uncertain "
                          "pixels (analysis/ADAPTIVE.md); writes <name>_densities.npz")
-    pr.add_argument("--update-every", type=_count(1),
+    pr.add_argument("--update-every", type=integer(1),
                     help="adaptive: trials per block (default 50)")
     pr.add_argument("--floor", type=_floor,
                     help="adaptive: share of uniform sampling in (0, 1] (default 0.8)")
@@ -223,17 +183,17 @@ def build_parser():
     a.add_argument("--layer", help="internal layer instead of the output")
     a.add_argument("--units", type=_units_text,
                    help="with --layer: 'all' (default), '3', '0:8', '1,4'")
-    a.add_argument("--occluder", type=_count(1), help="occlusion: occluder side in pixels "
+    a.add_argument("--occluder", type=integer(1), help="occlusion: occluder side in pixels "
                    "(default 10; Ancona et al. compare 1, 5, 10, 15)")
-    a.add_argument("--stride", type=_count(1),
+    a.add_argument("--stride", type=integer(1),
                    help="occlusion: stride (<= --occluder; default: --occluder)")
     a.add_argument("--fill", type=_grey, help="occlusion: occluder grey level (default 0.5)")
     a.add_argument("--sweep", choices=["cover", "captum"],
                    help="occlusion: positions whose last window is flush with the edge "
                         "(cover, default) or captum's (clipped at the edge)")
-    a.add_argument("--steps", type=_count(2), help="ig: path steps (default 50)")
+    a.add_argument("--steps", type=integer(2), help="ig: path steps (default 50)")
     a.add_argument("--baseline", type=_grey, help="ig: baseline grey level (default 0.5)")
-    a.add_argument("--batch-size", type=_count(1), default=256)
+    a.add_argument("--batch-size", type=integer(1), default=256)
     return p
 
 

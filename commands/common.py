@@ -8,12 +8,14 @@ option). Errors and warnings go to stderr as ``bubbles NAME: error: ...`` and
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["DataError", "run_command", "prepare_out", "warn"]
+__all__ = ["DataError", "run_command", "prepare_out", "warn", "integer", "number"]
 
 DATA_ERRORS = (ValueError, TypeError, OSError, KeyError)
 
@@ -91,3 +93,38 @@ def prepare_out(out, names=(), *, force=False, option="--out", create=True):
     if not os.access(out, os.W_OK | os.X_OK):
         raise DataError(f"{option} {out}: the folder is not writable")
     return out
+
+
+# -- option types: a malformed value is a usage error (exit 2), named by argparse ------
+def integer(minimum):
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+def number(low=0.0, high=math.inf, *, low_open=True, what="number"):
+    """argparse type: a finite number in ``(low, high]`` (``[low, high]`` when
+    ``low_open`` is False), e.g. ``number()`` for a positive number,
+    ``number(0, 1, low_open=False, what="grey level")`` for a grey level."""
+    left = "(" if low_open else "["
+    bounds = (f"> {low:g}" if high == math.inf and low_open else
+              f">= {low:g}" if high == math.inf else f"in {left}{low:g}, {high:g}]")
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and value <= high and (
+            value > low if low_open else value >= low)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be a finite {what} {bounds}, got {text!r}")
+        return value
+    return parse

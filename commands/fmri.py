@@ -32,32 +32,9 @@ from analysis.fmri.study import (OUTPUTS, analyze_study, estimate_betas, read_re
                                  read_voxel_image, write_outputs)
 from analysis.trials import TrialTable
 
-from .common import DataError, prepare_out, run_command
+from .common import DataError, integer, number, prepare_out, run_command
 
 __all__ = ["main", "build_parser"]
-
-
-def _positive_int(least):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got "
-                                             f"{text!r}") from None
-        if v < least:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {v}")
-        return v
-    return parse
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return v
 
 
 def build_parser():
@@ -67,19 +44,19 @@ def build_parser():
     s = sub.add_parser("simulate", help="a simulated BIDS study with planted voxels")
     s.add_argument("--trials", required=True, help="session CSV whose trials are shown")
     s.add_argument("--out", required=True, help="BIDS folder to write")
-    s.add_argument("--runs", type=_positive_int(1), default=None,
+    s.add_argument("--runs", type=integer(1), default=None,
                    help="runs (default 4; a scanner session's own runs)")
-    s.add_argument("--tr", type=_positive_float, default=None,
+    s.add_argument("--tr", type=number(), default=None,
                    help="seconds (default 2; a scanner session's own TR)")
-    s.add_argument("--shape", type=_positive_int(6), nargs=3, default=[20, 24, 20],
+    s.add_argument("--shape", type=integer(6), nargs=3, default=[20, 24, 20],
                    metavar=("X", "Y", "Z"), help="volume in voxels (default 20 24 20)")
     s.add_argument("--gain", type=float, default=0.8,
                    help="planted effect, %% signal change per SD of the feature")
-    s.add_argument("--noise", type=_positive_float, default=1.0,
+    s.add_argument("--noise", type=number(), default=1.0,
                    help="SD of the AR(1) noise, %% signal change")
     s.add_argument("--subject", default="01")
     s.add_argument("--task", default="bubbles")
-    s.add_argument("--seed", type=_positive_int(0), default=0)
+    s.add_argument("--seed", type=integer(0), default=0)
     s.add_argument("--force", action="store_true", help="replace an existing study")
 
     a = sub.add_parser("analyze", help="voxel diagnostic images of BOLD runs")
@@ -101,7 +78,7 @@ def build_parser():
     a.add_argument("--derivatives", help="fMRIPrep derivatives folder (default "
                    "DIR/derivatives/fmriprep when there)")
     a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--resolution", type=_positive_int(8), default=64,
+    a.add_argument("--resolution", type=integer(8), default=64,
                    help="long side of the voxel images, pixels (default 64)")
     a.add_argument("--estimator", default="lss", choices=ESTIMATORS)
     a.add_argument("--hrf", default="glover", choices=HRF_MODELS)
@@ -110,21 +87,21 @@ def build_parser():
                    "(default: area n_bubbles run; none: --covariates with no value)")
     a.add_argument("--method", default="regression", choices=["regression",
                                                                "median_split"])
-    a.add_argument("--permutations", type=_positive_int(0), default=0,
+    a.add_argument("--permutations", type=integer(0), default=0,
                    help="0: random field theory with Bonferroni over voxels; N >= 20: "
                         "max-statistic over voxels x pixels")
     a.add_argument("--p", type=float, default=0.05, help="family-wise error rate")
-    a.add_argument("--seed", type=_positive_int(0), default=0)
+    a.add_argument("--seed", type=integer(0), default=0)
     a.add_argument("--roi", help="regions (3-D label image or 4-D masks on the BOLD "
                    "grid): each region's mean amplitude is one more target")
     a.add_argument("--behaviour", help="a person's DiagnosticImage (stem or .npz) to "
                    "correlate with every voxel's image")
     a.add_argument("--scheduler", help="run the voxel chunks on dask.distributed: "
                    "'local' (a LocalCluster of 2 workers) or a scheduler address")
-    a.add_argument("--t-r", type=_positive_float, help="repetition time in s (overrides "
+    a.add_argument("--t-r", type=number(), help="repetition time in s (overrides "
                    "header and sidecar)")
-    a.add_argument("--high-pass", type=_positive_float, default=0.01, help="Hz")
-    a.add_argument("--chunk-size", type=_positive_int(1), default=1024,
+    a.add_argument("--high-pass", type=number(), default=0.01, help="Hz")
+    a.add_argument("--chunk-size", type=integer(1), default=1024,
                    help="voxels per task")
     a.add_argument("--no-figures", action="store_true")
     a.add_argument("--force", action="store_true", help="replace existing outputs")

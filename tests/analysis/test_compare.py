@@ -4,36 +4,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from analysis import DiagnosticImage, TrialTable, classification_image
+from analysis import DiagnosticImage, classification_image
 from analysis.compare import (compare, comparison_panels, correlate, noise_ceiling,
                               spearman_brown)
 from analysis.diagnostic import load_image
 from analysis.figures import plot_comparison
 from bubbles import BubbleSpec, sample_centers
+from tests.planted import SPEC, planted_map, region_observer
 
-SPEC = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
-
-
-def _observer(n, seed=4, region=(slice(8, 14), slice(18, 26)), noise=0.5):
-    """Trials whose response depends on how much of a region the bubbles reveal."""
-    c = sample_centers(SPEC, seed, n)
-    rng = np.random.default_rng(seed)
-    rows, cols = c[..., 0], c[..., 1]
-    hit = ((rows >= region[0].start - 2) & (rows < region[0].stop + 2)
-           & (cols >= region[1].start - 2) & (cols < region[1].stop + 2)).sum(axis=1)
-    correct = (hit + noise * rng.normal(size=n) > 0.5).astype(float)
-    return c, correct
-
-
-def _planted_map():
-    m = np.zeros((32, 32))
-    m[8:14, 18:26] = 1.0
-    from scipy.ndimage import gaussian_filter
-    return gaussian_filter(m, 3)
 
 
 def _r(a, b, **kw):
@@ -103,7 +84,7 @@ def test_spearman_brown():
 
 
 def test_noise_ceiling_grows_with_trials():
-    c, r = _observer(1200)
+    c, r = region_observer(1200)
     big = noise_ceiling(SPEC, c, r, n_splits=4, seed=0)
     small = noise_ceiling(SPEC, c[:150], r[:150], n_splits=4, seed=0)
     assert big.r_sb == pytest.approx(spearman_brown(big.r_half))
@@ -114,10 +95,10 @@ def test_noise_ceiling_grows_with_trials():
 
 
 def test_compare_scores_true_model_above_random():
-    c, r = _observer(800)
+    c, r = region_observer(800)
     human = classification_image(SPEC, c, r, progress=False)
     rng = np.random.default_rng(1)
-    units = np.stack([rng.normal(size=(32, 32)), _planted_map(), -_planted_map()])
+    units = np.stack([rng.normal(size=(32, 32)), planted_map(), -planted_map()])
     model = DiagnosticImage(units, "regression", SPEC, 800, dims=("target", "y", "x"),
                             targets=["noise", "good", "bad"], observer="unit")
     res = compare(human, model, trials=(SPEC, c, r), n_permutations=99, n_splits=4)
@@ -141,20 +122,20 @@ def test_compare_scores_true_model_above_random():
 
 
 def test_trials_of_another_session_are_refused():
-    c, r = _observer(300)
+    c, r = region_observer(300)
     human = classification_image(SPEC, c, r, progress=False)
     with pytest.raises(ValueError, match="made from 300 trials but the trials given "
                                          "hold 200"):
-        compare(human, _planted_map(), trials=(SPEC, c[:200], r[:200]))
+        compare(human, planted_map(), trials=(SPEC, c[:200], r[:200]))
     big = SPEC.replace(shape=(64, 64))
     c2 = sample_centers(big, 1, 300)
     with pytest.raises(ValueError, match="trials are of 64 x 64 images but a is 32 x 32"):
-        compare(human, _planted_map(), trials=(big, c2, r))
+        compare(human, planted_map(), trials=(big, c2, r))
 
 
 def test_compare_without_trials_and_resampling():
-    a = _planted_map()
-    b = _planted_map()[::2, ::2]               # a coarser grid (e.g. a network's)
+    a = planted_map()
+    b = planted_map()[::2, ::2]               # a coarser grid (e.g. a network's)
     with pytest.warns(UserWarning, match="b's maps are 16 x 16 pixels, a's 32 x 32: b was "
                                          "resampled"):
         res = compare(a, b)
@@ -169,7 +150,7 @@ def test_compare_without_trials_and_resampling():
 
 
 def test_figure(tmp_path):
-    m = _planted_map()
+    m = planted_map()
     panels = {"human": m, "model observer": m, "best unit": -m, "occlusion": m,
               "saliency": np.abs(m), "integrated gradients": m}
     fig = plot_comparison(panels, background=np.full((32, 32), 0.5),
@@ -201,12 +182,12 @@ def test_score_far_above_ceiling_warns(monkeypatch):
     """A model can only exceed sqrt(r_sb) by chance: far above it, the ceiling is noise."""
     import analysis.compare as cmp
 
-    c, r = _observer(200)
+    c, r = region_observer(200)
     human = classification_image(SPEC, c, r, progress=False)
     monkeypatch.setattr(cmp, "noise_ceiling", lambda *a, **k: cmp.NoiseCeiling(
         0.01, 0.02, 0.02 ** 0.5, [0.01]))
     with pytest.warns(UserWarning, match="ceiling of a .* too noisy"):
-        res = compare(human, _planted_map(), trials=(SPEC, c, r), n_permutations=0)
+        res = compare(human, planted_map(), trials=(SPEC, c, r), n_permutations=0)
     assert res.score > 1.25
 
 
@@ -231,7 +212,7 @@ def _two_block_session(tmp_path, make_session, n=80, n_practice=20):
 
 
 def test_load_image_rejects_a_damaged_json(tmp_path):
-    DiagnosticImage(_planted_map(), "regression", SPEC, 10).save(tmp_path / "ci")
+    DiagnosticImage(planted_map(), "regression", SPEC, 10).save(tmp_path / "ci")
     (tmp_path / "ci.json").write_text('{"format": "bubbles.DiagnosticImage", "meth')
     with pytest.raises(ValueError, match="ci.json .* is not valid JSON"):
         load_image(tmp_path / "ci.npz")
@@ -264,12 +245,12 @@ def test_load_image_reads_bare_arrays_by_their_axes(tmp_path):
 
 
 def test_comparison_panels_score_each_extra_map_against_a():
-    a = DiagnosticImage(_planted_map(), "regression", SPEC, 0)
-    units = DiagnosticImage(np.stack([np.eye(32), _planted_map()]), "regression", SPEC,
+    a = DiagnosticImage(planted_map(), "regression", SPEC, 0)
+    units = DiagnosticImage(np.stack([np.eye(32), planted_map()]), "regression", SPEC,
                             0, dims=("target", "y", "x"), targets=["u0", "u1"])
     res = compare(a, units, n_permutations=0)
-    extra = {"occlusion": DiagnosticImage(1 - 2 * _planted_map(), "occlusion", None, 0)}
+    extra = {"occlusion": DiagnosticImage(1 - 2 * planted_map(), "occlusion", None, 0)}
     panels, titles, r = comparison_panels(a, units, res, extra)
     assert list(panels) == ["human", "best unit", "occlusion"]
-    assert_allclose(panels["best unit"], _planted_map())
+    assert_allclose(panels["best unit"], planted_map())
     assert r["occlusion"] == pytest.approx(-1.0) and titles["best unit"] == "u1 r=1.00"

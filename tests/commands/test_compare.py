@@ -6,32 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
-from scipy.ndimage import gaussian_filter
 
 from analysis import DiagnosticImage, TrialTable, classification_image
 from analysis.compare import noise_ceiling
 from analysis.diagnostic import load_image
-from bubbles import BubbleSpec, sample_centers
+from bubbles import BubbleSpec
 from commands.compare import _background, main
+from tests.planted import SPEC, planted_map, region_observer
 
-SPEC = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
-
-
-def _observer(n, seed=4, region=(slice(8, 14), slice(18, 26)), noise=0.5):
-    """Trials whose response depends on how much of a region the bubbles reveal."""
-    c = sample_centers(SPEC, seed, n)
-    rng = np.random.default_rng(seed)
-    rows, cols = c[..., 0], c[..., 1]
-    hit = ((rows >= region[0].start - 2) & (rows < region[0].stop + 2)
-           & (cols >= region[1].start - 2) & (cols < region[1].stop + 2)).sum(axis=1)
-    correct = (hit + noise * rng.normal(size=n) > 0.5).astype(float)
-    return c, correct
-
-
-def _planted_map():
-    m = np.zeros((32, 32))
-    m[8:14, 18:26] = 1.0
-    return gaussian_filter(m, 3)
 
 
 def _two_block_session(tmp_path, make_session, n=80, n_practice=20):
@@ -57,14 +39,14 @@ def _write_session(folder, c, r):
 
 
 def test_command_line(tmp_path, capsys):
-    c, r = _observer(400)
+    c, r = region_observer(400)
     csv = _write_session(tmp_path / "data", c, r)
     table = TrialTable.read(csv)
     assert_allclose(table.center_list()[5], c[5])
     human = classification_image(SPEC, table.center_list(), table.responses("correct"),
                                  progress=False)
     human.save(tmp_path / "human")
-    DiagnosticImage(_planted_map(), "regression", SPEC, 0).save(tmp_path / "model")
+    DiagnosticImage(planted_map(), "regression", SPEC, 0).save(tmp_path / "model")
     # panels with a known r against the reference A (not against B): an affine
     # transform with negative slope (r = -1), and A plus an orthogonal part of the same
     # norm (r = 1 / sqrt(2))
@@ -101,7 +83,7 @@ def test_command_line(tmp_path, capsys):
 def test_figure_background_is_the_sessions_mean_face(tmp_path):
     from bubbles.faces import face_set
 
-    c, r = _observer(8)
+    c, r = region_observer(8)
     csv = _write_session(tmp_path, c, r)
     sidecar = json.loads((tmp_path / "P01_faces_2026.json").read_text())
     sidecar["config"] = {"stimuli": {"source": "faces", "n_identities": 1, "size": 64}}
@@ -145,7 +127,7 @@ def test_compare_uses_the_block_and_response_that_made_a(tmp_path, make_session,
     assert a.info["session"] == str(csv.resolve()) and a.info["null"] == "analytic"
     with np.load(out / "ci.npz") as data:
         assert_allclose(data["z"], a.z)
-    DiagnosticImage(_planted_map(), "regression", spec, 0).save(tmp_path / "model")
+    DiagnosticImage(planted_map(), "regression", spec, 0).save(tmp_path / "model")
     assert main([str(out / "ci.npz"), str(tmp_path / "model"), "--out",
                  str(tmp_path / "cmp"), "--n-permutations", "0", "--n-splits", "3"]) == 0
     got = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -162,7 +144,7 @@ def test_compare_uses_the_block_and_response_that_made_a(tmp_path, make_session,
 
 
 def test_bad_options_are_usage_errors(tmp_path, capsys):
-    np.savez(tmp_path / "a.npz", z=_planted_map())
+    np.savez(tmp_path / "a.npz", z=planted_map())
     base = [str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), "--out", str(tmp_path / "o")]
     for opts, text in ((["--n-permutations", "-5"], "--n-permutations must be >= 0"),
                        (["--n-splits", "0"], "--n-splits must be >= 1"),
@@ -174,7 +156,7 @@ def test_bad_options_are_usage_errors(tmp_path, capsys):
 
 
 def test_nan_and_resampled_maps_are_named(tmp_path, capsys):
-    z = _planted_map()
+    z = planted_map()
     np.savez(tmp_path / "a.npz", z=z)
     bad = z.copy()
     bad[3, 4] = np.nan
@@ -190,7 +172,7 @@ def test_nan_and_resampled_maps_are_named(tmp_path, capsys):
 
 
 def test_damaged_inputs_and_outputs_fail_by_name(tmp_path, capsys):
-    np.savez(tmp_path / "a.npz", z=_planted_map())
+    np.savez(tmp_path / "a.npz", z=planted_map())
     (tmp_path / "text.npz").write_text("not an archive")
     assert main([str(tmp_path / "a.npz"), str(tmp_path / "text.npz"), "--out",
                  str(tmp_path / "o")]) == 1
