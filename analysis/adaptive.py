@@ -84,9 +84,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import special
 
-from bubbles import (BubbleSpec, background_levels, bubble_stimuli, center_maps,
-                     laplacian_bands, one_blas_thread, render_masks, sample_centers,
-                     seed_sequence, sigma_to_fwhm, trial_rng)
+from bubbles import (BubbleSpec, center_maps, one_blas_thread, sample_centers,
+                     seed_sequence, sigma_to_fwhm)
 
 from .ci import _kernel_matrix, _weights, classification_image
 from .stats import pixel_threshold
@@ -94,7 +93,7 @@ from .zscore import zscore
 
 __all__ = ["AdaptivePolicy", "AdaptiveSampler", "AdaptiveRun", "uniform_density",
            "weighted_center_maps", "adaptive_image", "replay", "run_adaptive",
-           "simulate_adaptive_session", "save_densities", "load_densities"]
+           "save_densities", "load_densities"]
 
 FORMAT = "bubbles.adaptive_densities"
 TAILS = ("upper", "lower", "both")
@@ -872,70 +871,6 @@ def run_adaptive(spec, respond, n_trials, seed, *, policy=None, n_bubbles=None):
         c = sampler.centers(trials, k)
         sampler.tell(trials, respond(c, trials))
     return sampler.run()
-
-
-def simulate_adaptive_session(spec, images, labels, observer, n_trials, seed=0, *,
-                              policy=None, chunk_size=128):
-    """A simulated adaptive session with an observer of :mod:`analysis.simulate`.
-
-    Like :func:`analysis.simulate.simulate_session` (the same stimulus order, stimuli
-    and columns), but the centres come from an :class:`AdaptiveSampler` driven by the
-    trials' correctness.
-
-    Returns
-    -------
-    AdaptiveRun
-        ``responses`` is ``correct`` (0/1); ``columns`` holds trial, stimulus_index,
-        label, response, correct, n_bubbles, mask_seed, mask_index.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3 or images.shape[1:] != tuple(spec.shape):
-        raise ValueError(f"images must have shape (n_images, {spec.shape[0]}, "
-                         f"{spec.shape[1]}), got {images.shape}")
-    labels = list(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"labels must give one label per image ({len(images)}), got "
-                         f"{len(labels)}")
-    if not (_is_int(n_trials) and n_trials >= 1):
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an integer >= 0 (recorded as mask_seed), got {seed!r}")
-    stim_idx = trial_rng(seed, 2 ** 31).integers(len(images), size=n_trials)
-    bands = ([laplacian_bands(im, spec.n_bands) for im in images] if spec.multiscale
-             else [None] * len(images))
-    grey = background_levels(images, spec.background)
-    said = []
-
-    def respond(c, trials):
-        out = []
-        for start in range(0, len(trials), chunk_size):
-            sel_t = trials[start:start + chunk_size]
-            cc = ([b[start:start + chunk_size] for b in c] if spec.multiscale
-                  else c[start:start + chunk_size])
-            masks = render_masks(spec, cc)
-            stim = np.empty((len(sel_t),) + tuple(spec.shape), np.float32)
-            bg = np.empty(len(sel_t))
-            idx = stim_idx[sel_t]
-            for i in np.unique(idx):
-                sel = np.flatnonzero(idx == i)
-                stim[sel] = bubble_stimuli(spec, images[i], masks[sel], bands=bands[i],
-                                           seed=seed, trials=sel_t[sel])
-                bg[sel] = grey[i]
-            got = observer.decide_batch(stim, background=bg)
-            said.extend(got)
-            out.extend(g == labels[i] for g, i in zip(got, idx))
-        return np.array(out, np.float64)
-
-    run = run_adaptive(spec, respond, n_trials, seed, policy=policy)
-    truth = [labels[i] for i in stim_idx]
-    k = spec.total_bubbles
-    run.columns = {"trial": np.arange(n_trials), "stimulus_index": stim_idx,
-                   "label": np.array(truth, dtype=object),
-                   "response": np.array(said, dtype=object),
-                   "correct": run.responses.astype(bool),
-                   "n_bubbles": np.full(n_trials, k), "mask_seed": np.full(n_trials, seed),
-                   "mask_index": np.arange(n_trials)}
-    return run
 
 
 # -- the densities file ----------------------------------------------------------------

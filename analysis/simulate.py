@@ -22,9 +22,11 @@ import numpy as np
 from bubbles import (background_levels, bubble_stimuli, laplacian_bands, render_masks,
                      sample_centers, trial_rng)
 
+from .adaptive import run_adaptive
 from .trials import TrialTable
 
-__all__ = ["TemplateObserver", "NullObserver", "label_templates", "simulate_session"]
+__all__ = ["TemplateObserver", "NullObserver", "label_templates", "session_plan",
+           "simulate_session", "simulate_adaptive_session"]
 
 
 class TemplateObserver:
@@ -152,6 +154,25 @@ def label_templates(images, image_labels, labels=None):
     return {label: m - grand for label, m in means.items()}
 
 
+def session_plan(spec, images, labels, n_trials, seed):
+    """The checked images (float32), labels and each trial's image index of a simulated
+    session: trial t shows image ``stim_idx[t]``, drawn from a stream of ``seed`` that no
+    trial's mask uses (shared by :func:`simulate_session` and the adaptive session)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3 or images.shape[1:] != tuple(spec.shape):
+        raise ValueError(f"images must have shape (n_images, {spec.shape[0]}, "
+                         f"{spec.shape[1]}), got {images.shape}")
+    labels = list(labels)
+    if len(labels) != len(images):
+        raise ValueError(f"labels must give one label per image ({len(images)}), got "
+                         f"{len(labels)}")
+    if isinstance(n_trials, bool) or not (isinstance(n_trials, (int, np.integer))
+                                          and n_trials >= 1):
+        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
+    stim_idx = trial_rng(seed, 2 ** 31).integers(len(images), size=n_trials)
+    return images, labels, stim_idx
+
+
 def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
                      chunk_size=128):
     """Run a simulated bubbles session and return its TrialTable.
@@ -189,18 +210,7 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
     >>> len(t)
     10
     """
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim != 3 or images.shape[1:] != tuple(spec.shape):
-        raise ValueError(f"images must have shape (n_images, {spec.shape[0]}, "
-                         f"{spec.shape[1]}), got {images.shape}")
-    labels = list(labels)
-    if len(labels) != len(images):
-        raise ValueError(f"labels must give one label per image ({len(images)}), got "
-                         f"{len(labels)}")
-    if not (isinstance(n_trials, (int, np.integer)) and n_trials >= 1):
-        raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
-    order_rng = trial_rng(seed, 2 ** 31)        # a stream no trial index reaches
-    stim_idx = order_rng.integers(len(images), size=n_trials)
+    images, labels, stim_idx = session_plan(spec, images, labels, n_trials, seed)
     centers = sample_centers(spec, seed, n_trials)
     bands = ([laplacian_bands(im, spec.n_bands) for im in images] if spec.multiscale
              else [None] * len(images))
@@ -227,3 +237,57 @@ def simulate_session(spec, images, labels, observer, n_trials, seed=0, *,
         label=np.array(truth, dtype=object), response=np.array(responses, dtype=object),
         correct=correct, n_bubbles=np.full(n_trials, k), mask_seed=np.full(n_trials, seed),
         mask_index=np.arange(n_trials))
+
+
+def simulate_adaptive_session(spec, images, labels, observer, n_trials, seed=0, *,
+                              policy=None, chunk_size=128):
+    """A simulated adaptive session (:mod:`analysis.adaptive`) with one of these observers.
+
+    Like :func:`analysis.simulate.simulate_session` (the same stimulus order, stimuli
+    and columns), but the centres come from an :class:`AdaptiveSampler` driven by the
+    trials' correctness.
+
+    Returns
+    -------
+    AdaptiveRun
+        ``responses`` is ``correct`` (0/1); ``columns`` holds trial, stimulus_index,
+        label, response, correct, n_bubbles, mask_seed, mask_index.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (recorded as mask_seed), got {seed!r}")
+    images, labels, stim_idx = session_plan(spec, images, labels, n_trials, seed)
+    bands = ([laplacian_bands(im, spec.n_bands) for im in images] if spec.multiscale
+             else [None] * len(images))
+    grey = background_levels(images, spec.background)
+    said = []
+
+    def respond(c, trials):
+        out = []
+        for start in range(0, len(trials), chunk_size):
+            sel_t = trials[start:start + chunk_size]
+            cc = ([b[start:start + chunk_size] for b in c] if spec.multiscale
+                  else c[start:start + chunk_size])
+            masks = render_masks(spec, cc)
+            stim = np.empty((len(sel_t),) + tuple(spec.shape), np.float32)
+            bg = np.empty(len(sel_t))
+            idx = stim_idx[sel_t]
+            for i in np.unique(idx):
+                sel = np.flatnonzero(idx == i)
+                stim[sel] = bubble_stimuli(spec, images[i], masks[sel], bands=bands[i],
+                                           seed=seed, trials=sel_t[sel])
+                bg[sel] = grey[i]
+            got = observer.decide_batch(stim, background=bg)
+            said.extend(got)
+            out.extend(g == labels[i] for g, i in zip(got, idx))
+        return np.array(out, np.float64)
+
+    run = run_adaptive(spec, respond, n_trials, seed, policy=policy)
+    truth = [labels[i] for i in stim_idx]
+    k = spec.total_bubbles
+    run.columns = {"trial": np.arange(n_trials), "stimulus_index": stim_idx,
+                   "label": np.array(truth, dtype=object),
+                   "response": np.array(said, dtype=object),
+                   "correct": run.responses.astype(bool),
+                   "n_bubbles": np.full(n_trials, k), "mask_seed": np.full(n_trials, seed),
+                   "mask_index": np.arange(n_trials)}
+    return run

@@ -10,9 +10,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from analysis import TrialTable, classification_image
 from analysis.adaptive import (AdaptivePolicy, AdaptiveSampler, adaptive_image,
                                load_densities, replay, run_adaptive, save_densities,
-                               simulate_adaptive_session, uniform_density,
+                               uniform_density,
                                weighted_center_maps)
-from analysis.simulate import TemplateObserver
+from analysis.simulate import TemplateObserver, simulate_adaptive_session
 from bubbles import BubbleSpec, sample_centers
 
 
