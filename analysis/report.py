@@ -773,11 +773,13 @@ def build_report(root, *, static=False, title=None) -> Report:
         ran.append(f"{len(res.sessions)} session{'s' * (len(res.sessions) > 1)} ("
                    + ", ".join(f"{s['participant']}: {s['n_main']:,} main trials"
                                for s in res.sessions) + ")")
-    for items, what in ((analyses, "diagnostic image"), (probes, "probe of network units"),
-                        (attributions, "attribution map"), (comparisons, "comparison"),
-                        (fmri, "fMRI analysis"), (plans, "plan")):
+    for items, one, many in ((analyses, "diagnostic image", "diagnostic images"),
+                             (probes, "probe of network units", "probes of network units"),
+                             (attributions, "attribution map", "attribution maps"),
+                             (comparisons, "comparison", "comparisons"),
+                             (fmri, "fMRI analysis", "fMRI analyses"), (plans, "plan", "plans")):
         if items:
-            ran.append(f"{len(items)} {what}{'s' * (len(items) > 1)}")
+            ran.append(f"{len(items)} {one if len(items) == 1 else many}")
     env = jinja2.Environment(loader=jinja2.PackageLoader("analysis", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,

@@ -29,11 +29,10 @@ Planted observers (faces of bubbles.face_set, happy vs fearful, grey background 
   completeness.
 
 Columns are (sampling, estimator) pairs; sampling is 'uniform' (bubbles.sample_centers)
-for now. An adaptive sampling policy adds a column by adding an entry to ``SESSIONS``
-(a function ``(spec, planted, n, seed, *, null=False) -> (centers, responses,
-weights)`` that runs a session of n trials, calling ``planted.respond`` trial block by
-trial block, with per-trial sampling weights or None) and a row to ``COLUMNS`` pairing
-it with an estimator that takes ``weights``. A causal policy's first n trials are a
+or 'adaptive' (analysis.adaptive's default policy, analysed with the correction for its
+unequal sampling: the unbiased map for r, the per-block exact z for the null). A session
+is a function ``(spec, planted, n, seed, *, null=False) -> (centers, responses,
+sampling record or None)`` in ``SESSIONS``; ``COLUMNS`` pairs it with an estimator. A causal policy's first n trials are a
 session of n trials, so the trial grid is read off prefixes of one session per seed.
 
 Default run (about 5 minutes on 2 shared cores, 2 without the network): 64 x 64 faces,
@@ -63,6 +62,7 @@ from scipy import ndimage, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import classification_image, pixel_test  # noqa: E402
+from analysis.adaptive import adaptive_image, run_adaptive  # noqa: E402
 from analysis.estimators import glm_image  # noqa: E402
 from analysis.simulate import NullObserver, TemplateObserver  # noqa: E402
 from bubbles import (BubbleSpec, bubble_stimuli, face_set, render_masks,  # noqa: E402
@@ -218,7 +218,20 @@ def uniform_session(spec, planted, n, seed, *, null=False):
     return centers, out, None
 
 
-SESSIONS = {"uniform": uniform_session}
+def adaptive_session(spec, planted, n, seed, *, null=False):
+    """An adaptive session (analysis.adaptive, its default policy): each block's centres
+    drawn from the density the trials before it give; the sampling record (densities
+    and each trial's block) is the third element, for the corrected estimator."""
+    respond = planted.null if null else planted.respond
+
+    def block(centers, trials):
+        return respond(render_masks(spec, centers), seed, int(trials[0]))
+
+    run = run_adaptive(spec, block, n, seed)
+    return run.centers, run.responses, (run.densities, run.blocks)
+
+
+SESSIONS = {"uniform": uniform_session, "adaptive": adaptive_session}
 
 
 def _no_weights(weights):
@@ -245,11 +258,22 @@ def _est_glm(method):
     return est
 
 
+def est_adaptive(spec, centers, r, cfg, *, weights=None, test=False, seed=0):
+    """Regression corrected for the adaptive sampling: the unbiased map, and for the
+    test the per-block exact z (analysis.adaptive.adaptive_image)."""
+    densities, blocks = weights
+    img = adaptive_image(spec, centers, r, densities, blocks, "regression",
+                         scale="exact" if test else "map", progress=False)
+    if not test:
+        return img.z
+    return pixel_test(img.z, cfg.sigma, p=0.05).n_significant > 0
+
+
 ESTIMATORS = {"regression": est_regression, "glm": _est_glm("glm"),
-              "sparse": _est_glm("sparse")}
+              "sparse": _est_glm("sparse"), "adaptive": est_adaptive}
 # (column name, session, estimator); the first column is the baseline of the ratios
 COLUMNS = [("regression", "uniform", "regression"), ("glm", "uniform", "glm"),
-           ("sparse", "uniform", "sparse")]
+           ("sparse", "uniform", "sparse"), ("adaptive", "adaptive", "adaptive")]
 
 
 # -- measurement -----------------------------------------------------------------------
@@ -288,7 +312,8 @@ def trials_to_target(spec, planted, cfg, columns):
             for n in cfg.grid:          # the first n trials (a causal policy's prefix)
                 t0 = time.perf_counter()
                 m = ESTIMATORS[est](spec, centers[:n], r[:n], cfg, seed=seed,
-                                    weights=None if wts is None else wts[:n])
+                                    weights=None if wts is None else
+                                    (wts[0], wts[1][:n]))
                 out[name]["sec"].append((n, time.perf_counter() - t0))
                 ns.append(n)
                 rs.append(corr(m, planted.truth))
