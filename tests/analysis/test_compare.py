@@ -12,7 +12,6 @@ from analysis.compare import (compare, comparison_panels, correlate, noise_ceili
                               spearman_brown)
 from analysis.diagnostic import load_image
 from analysis.figures import plot_comparison
-from bubbles import BubbleSpec, sample_centers
 from tests.planted import SPEC, planted_map, region_observer
 
 
@@ -200,17 +199,7 @@ def test_figure_keeps_the_reference_first_then_the_seed_order():
                       "integrated gradients"]
 
 
-# -- review findings: the trials that made A, centre maps once, damaged files --------
-def _two_block_session(tmp_path, make_session, n=80, n_practice=20):
-    spec = BubbleSpec(shape=(32, 32), sigma=3.0, n_bubbles=6)
-    path = make_session(tmp_path / "data", spec, n_trials=n)
-    lines = path.read_text().splitlines(keepends=True)
-    lines[1:1 + n_practice] = [ln.replace(",main,", ",practice,", 1)
-                               for ln in lines[1:1 + n_practice]]
-    path.write_text("".join(lines))
-    return path, spec
-
-
+# -- damaged files ---------------------------------------------------------------------
 def test_load_image_rejects_a_damaged_json(tmp_path):
     DiagnosticImage(planted_map(), "regression", SPEC, 10).save(tmp_path / "ci")
     (tmp_path / "ci.json").write_text('{"format": "bubbles.DiagnosticImage", "meth')
