@@ -12,6 +12,7 @@ from analysis.compare import (compare, comparison_panels, correlate, noise_ceili
                               spearman_brown)
 from analysis.diagnostic import load_image
 from analysis.figures import plot_comparison
+from bubbles import sample_centers
 from tests.planted import SPEC, planted_map, region_observer
 
 
