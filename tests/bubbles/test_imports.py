@@ -51,7 +51,7 @@ def test_no_import_circles_inside_bubbles():
         graph[f"bubbles.{path.stem}"] = {
             t for _, name, level in _imports(tree)
             for t in _project_modules(path.stem, name, level) if t != "bubbles"}
-    seen, done = set(), set()
+    done = set()
 
     def visit(node, stack):
         assert node not in stack, f"import circle: {' -> '.join(stack + [node])}"
