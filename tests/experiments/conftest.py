@@ -31,6 +31,37 @@ FAST = {
 }
 
 
+#: The TOML head the CLI tests' configuration files share: tiny faces, small bubbles.
+FACES_TOML = """
+[stimuli]
+n_identities = 2
+size = 64
+[bubbles]
+sigma = 3.0
+n_bubbles = 12
+bands = 2
+"""
+
+#: A CLI scanner configuration file (FACES_TOML, a small window, the SCANNER timing);
+#: ``{n}`` is its trials per run.
+SCANNER_TOML = FACES_TOML + """[window]
+size = [160, 120]
+fullscreen = false
+frame_rate = 60.0
+[scanner]
+enabled = true
+tr = 2.0
+dummy_volumes = 2
+runs = 3
+trials_per_run = {n}
+iti_min = 1.0
+iti_mean = 2.0
+iti_max = 4.0
+lead_in = 2.0
+lead_out = 4.0
+"""
+
+
 #: A fast scanner mode on top of FAST: TR 2 s, 2 dummy volumes, 3 runs of 4 trials with
 #: 1-4 s ITIs (about 18 s of scanner time per run), for ``speed=20`` (0.9 s a run).
 SCANNER = {

@@ -17,17 +17,10 @@ from commands.run import run
 from experiments.config import load_config
 from experiments.responders import ScriptedResponder
 from experiments.session import Session, make_quest
+from .conftest import FACES_TOML
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """
-[stimuli]
-n_identities = 2
-size = 64
-[bubbles]
-sigma = 3.0
-n_bubbles = 12
-bands = 2
-[trials]
+CONFIG = FACES_TOML + """[trials]
 practice = 3
 main = 150
 break_every = 100

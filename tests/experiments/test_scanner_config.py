@@ -11,7 +11,7 @@ from experiments.responders import ScriptedResponder
 from experiments.scanner import ScannerSession
 from experiments.session import Session
 
-from .conftest import FAST, SCANNER
+from .conftest import FAST, SCANNER, SCANNER_TOML
 
 
 def _load(**overrides):
@@ -118,30 +118,7 @@ def test_the_session_classes_refuse_the_other_mode(make_cfg, small_faces, tmp_pa
 
 
 def _toml(tmp_path, extra=""):
-    text = """
-[stimuli]
-n_identities = 2
-size = 64
-[bubbles]
-sigma = 3.0
-n_bubbles = 12
-bands = 2
-[window]
-size = [160, 120]
-fullscreen = false
-frame_rate = 60.0
-[scanner]
-enabled = true
-tr = 2.0
-dummy_volumes = 2
-runs = 3
-trials_per_run = 4
-iti_min = 1.0
-iti_mean = 2.0
-iti_max = 4.0
-lead_in = 2.0
-lead_out = 4.0
-""" + extra
+    text = SCANNER_TOML.format(n=4) + extra
     path = tmp_path / "scan.toml"
     path.write_text(text)
     return path

@@ -12,19 +12,12 @@ import numpy as np
 import pytest
 
 from .test_x_keys import Driver, _xdotool, xdotool  # noqa: F401 - the fixture
+from .conftest import FACES_TOML
 
 pytestmark = pytest.mark.window
 
 TR = 0.5
-CONFIG = f"""
-[stimuli]
-n_identities = 2
-size = 64
-[bubbles]
-sigma = 3.0
-n_bubbles = 12
-bands = 2
-[window]
+CONFIG = FACES_TOML + f"""[window]
 size = [200, 150]
 frame_rate = 60.0
 [scanner]

@@ -21,32 +21,11 @@ from experiments.scanner import ScannerSession
 from experiments.session import Session
 from experiments.triggers import ScannerClock, SimulatedScanner
 
+from .conftest import SCANNER_TOML
+
 ROOT = Path(__file__).resolve().parents[2]
 SPEED = 20
-CONFIG = """
-[stimuli]
-n_identities = 2
-size = 64
-[bubbles]
-sigma = 3.0
-n_bubbles = 12
-bands = 2
-[window]
-size = [160, 120]
-fullscreen = false
-frame_rate = 60.0
-[scanner]
-enabled = true
-tr = 2.0
-dummy_volumes = 2
-runs = 3
-trials_per_run = {n}
-iti_min = 1.0
-iti_mean = 2.0
-iti_max = 4.0
-lead_in = 2.0
-lead_out = 4.0
-"""
+CONFIG = SCANNER_TOML
 
 
 def _csv(path):

@@ -27,18 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .conftest import FACES_TOML
+
 pytestmark = pytest.mark.window
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """
-[stimuli]
-n_identities = 2
-size = 64
-[bubbles]
-sigma = 3.0
-n_bubbles = 12
-bands = 2
-[trials]
+CONFIG = FACES_TOML + """[trials]
 practice = 2
 main = 4
 break_every = 2
