@@ -87,7 +87,7 @@ from scipy import special
 from bubbles import (BubbleSpec, center_maps, one_blas_thread, sample_centers,
                      seed_sequence, sigma_to_fwhm)
 
-from .ci import _kernel_matrix, _weights, classification_image
+from .ci import _check_responses, _kernel_matrix, _weights, classification_image
 from .stats import pixel_threshold
 from .zscore import zscore
 
@@ -404,18 +404,8 @@ def _per_trial(spec, centers):
 
 
 def _responses(responses, n):
-    r = np.asarray(responses)
-    if r.dtype == bool:
-        r = r.astype(np.float64)
-    if r.dtype.kind not in "iuf":
-        raise ValueError(f"responses must be numeric (or boolean), got dtype {r.dtype}")
-    r = r.astype(np.float64)
-    if r.ndim not in (1, 2) or r.shape[0] != n:
-        raise ValueError(f"responses must have shape ({n},) or ({n}, n_targets), one row "
-                         f"per trial, got {r.shape}")
-    if not np.all(np.isfinite(r)):
-        raise ValueError("responses must be finite, got NaN/inf at trial(s) "
-                         f"{np.unique(np.nonzero(~np.isfinite(r))[0])[:5].tolist()}")
+    """Responses as a float64 (n, n_targets) array, checked as classification_image does."""
+    r = _check_responses(responses, n).astype(np.float64, copy=False)
     return r[:, None] if r.ndim == 1 else r
 
 

@@ -20,6 +20,7 @@ before anything is written; existing outputs are kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from analysis.fmri.study import (OUTPUTS, analyze_study, estimate_betas, read_re
                                  read_voxel_image, write_outputs)
 from analysis.trials import TrialTable
 
-from .common import DataError, integer, number, prepare_out, run_command
+from .common import DataError, bids_label, integer, number, prepare_out, run_command
 
 __all__ = ["main", "build_parser"]
 
@@ -50,12 +51,12 @@ def build_parser():
                    help="seconds (default 2; a scanner session's own TR)")
     s.add_argument("--shape", type=integer(6), nargs=3, default=[20, 24, 20],
                    metavar=("X", "Y", "Z"), help="volume in voxels (default 20 24 20)")
-    s.add_argument("--gain", type=float, default=0.8,
+    s.add_argument("--gain", type=number(-math.inf, low_open=False), default=0.8,
                    help="planted effect, %% signal change per SD of the feature")
     s.add_argument("--noise", type=number(), default=1.0,
                    help="SD of the AR(1) noise, %% signal change")
-    s.add_argument("--subject", default="01")
-    s.add_argument("--task", default="bubbles")
+    s.add_argument("--subject", type=bids_label, default="01")
+    s.add_argument("--task", type=bids_label, default="bubbles")
     s.add_argument("--seed", type=integer(0), default=0)
     s.add_argument("--force", action="store_true", help="replace an existing study")
 
