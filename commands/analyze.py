@@ -107,7 +107,8 @@ def _usage(args):
         args.n_permutations = 200 if args.method in ESTIMATORS else 1000
     if args.null == "permutation" and args.n_permutations < 2:
         return f"--n-permutations must be >= 2 with --null permutation, got {args.n_permutations}"
-    if args.method not in ESTIMATORS and (args.resolution or args.penalties):
+    if args.method not in ESTIMATORS and (args.resolution is not None
+                                          or args.penalties is not None):
         return "--resolution and --penalties go with --method glm or sparse"
     return None
 

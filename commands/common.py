@@ -15,7 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
-__all__ = ["DataError", "run_command", "prepare_out", "warn", "integer", "number"]
+__all__ = ["DataError", "run_command", "prepare_out", "warn", "integer", "number",
+           "bids_label"]
 
 DATA_ERRORS = (ValueError, TypeError, OSError, KeyError)
 
@@ -74,6 +75,8 @@ def prepare_out(out, names=(), *, force=False, option="--out", create=True):
     replaced by accident. Commands call it with ``create=False`` before any work (so a
     refused run leaves nothing behind) and again when they write.
     """
+    if str(out) == "":
+        raise DataError(f"{option} must name a folder, got ''")
     out = Path(out)
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
@@ -114,8 +117,9 @@ def number(low=0.0, high=math.inf, *, low_open=True, what="number"):
     ``low_open`` is False), e.g. ``number()`` for a positive number,
     ``number(0, 1, low_open=False, what="grey level")`` for a grey level."""
     left = "(" if low_open else "["
-    bounds = (f"> {low:g}" if high == math.inf and low_open else
-              f">= {low:g}" if high == math.inf else f"in {left}{low:g}, {high:g}]")
+    bounds = ("" if low == -math.inf and high == math.inf else
+              f" > {low:g}" if high == math.inf and low_open else
+              f" >= {low:g}" if high == math.inf else f" in {left}{low:g}, {high:g}]")
 
     def parse(text):
         try:
@@ -125,6 +129,14 @@ def number(low=0.0, high=math.inf, *, low_open=True, what="number"):
         ok = math.isfinite(value) and value <= high and (
             value > low if low_open else value >= low)
         if not ok:
-            raise argparse.ArgumentTypeError(f"must be a finite {what} {bounds}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a finite {what}{bounds}, got {text!r}")
         return value
     return parse
+
+
+def bids_label(text):
+    """argparse type: a BIDS label (letters and digits), as it becomes part of file names."""
+    if not (text.isascii() and text.isalnum()):
+        raise argparse.ArgumentTypeError(f"must be a BIDS label (letters and digits only), "
+                                         f"got {text!r}")
+    return text

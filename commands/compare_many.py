@@ -228,6 +228,7 @@ def _run(args):
                        seed=args.seed, ceiling=args.ceiling, min_ceiling=args.min_ceiling,
                        reliability_p=args.reliability_p, **kw)
     ctrl = compare_many(sa, control, **kw) if control is not None else None
+    background = _background(args.background, table, res.info["common_shape"])
     out = prepare_out(args.out, OUTPUTS, force=args.force)
     targets = res.table()
     if ctrl is not None:
@@ -251,8 +252,7 @@ def _run(args):
     (out / "compare_many.json").write_text(json.dumps(summary, indent=2))
     written.append(out / "compare_many.json")
     written += _figures(out, res, ctrl, sa, sb, regions, labels is not None or len(sa) <= 40,
-                        _background(args.background, table, res.info["common_shape"]),
-                        args.top)
+                        background, args.top)
     top = res.to_dict(top=1)["top"]
     line = f"{res.n_a} x {len(res.names_b)} maps on {res.info['common_shape']}"
     if top:

@@ -184,9 +184,10 @@ def _plan(args):
             t_r=args.tr or [2.0], iti=args.iti or [4.0], runs=args.runs or [4],
             snr=args.snr or [0.5, 1.0], trials=args.trials or [400, 800],
             sigma=(args.sigma or [10.0])[0], n_bubbles=(args.n_bubbles or [40])[0],
-            feature=args.feature or "eyes", n_voxels=args.n_voxels or 50000,
-            voxels=args.voxels or 16, reps=args.reps or 8,
-            resolution=args.resolution or 64, p=args.p,
+            feature=args.feature or "eyes",
+            n_voxels=50000 if args.n_voxels is None else args.n_voxels,
+            voxels=16 if args.voxels is None else args.voxels, reps=args.reps or 8,
+            resolution=64 if args.resolution is None else args.resolution, p=args.p,
             cluster_threshold=args.cluster_threshold, seed=args.seed,
             workers=args.workers, progress=progress)
     else:
@@ -196,7 +197,9 @@ def _plan(args):
                                                      else [10, 20, 40]),
             args.trials or [250, 500, 1000, 2000], args.method,
             observer=NetworkFactory(args.decision_noise) if network else "template",
-            reps=args.reps or 20, resolution=args.resolution or (256 if network else 128),
+            reps=args.reps or 20,
+            resolution=(256 if network else 128) if args.resolution is None
+            else args.resolution,
             p=args.p, cluster_threshold=args.cluster_threshold,
             quest_threshold=args.quest_threshold, quest_trials=args.quest_trials,
             seed=args.seed, workers=args.workers,

@@ -50,7 +50,7 @@ def _usage(args):
 
 def _report(args):
     folder = Path(args.folder)
-    if not folder.is_dir():
+    if not args.folder or not folder.is_dir():
         raise DataError(f"results folder {args.folder!r} does not exist or is not a folder")
     out = Path(args.out) if args.out else folder / "report.html"
     if out.is_dir():
